@@ -1,0 +1,92 @@
+"""Graph passes, each `fn(graph) -> graph` in its own module, run in `PIPELINE` order."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from dslc.errors import ConfigError
+from dslc.ir.dims import Dim
+from dslc.ir.graph import Graph
+from dslc.passes.autodiff import autodiff
+from dslc.passes.constfold import constfold
+from dslc.passes.cse import cse
+from dslc.passes.dce import dce
+from dslc.passes.memory import STORED, estimate_peak, plan_memory
+from dslc.passes.simplify import simplify
+from dslc.passes.verify import verify
+
+PIPELINE = [
+    ("autodiff", autodiff),  # adds the backward graph when the graph has a loss
+    ("simplify", simplify),
+    ("constfold", constfold),
+    ("cse", cse),
+    ("dce", dce),
+]
+PASS_NAMES = [name for name, _ in PIPELINE]
+
+
+@dataclass(frozen=True)
+class PassReport:
+    """What one pass changed."""
+
+    name: str
+    nodes_before: int
+    nodes_after: int
+    kernels_before: int
+    kernels_after: int
+    peak_before: Dim  # estimated bytes of live values at the fullest step (symbolic)
+    peak_after: Dim
+
+    def __str__(self) -> str:
+        return (
+            f"{self.name:<10} nodes {self.nodes_before} -> {self.nodes_after}, "
+            f"kernels {self.kernels_before} -> {self.kernels_after}, "
+            f"peak {self.peak_before.format()} B -> {self.peak_after.format()} B"
+        )
+
+
+def count_kernels(graph: Graph) -> int:
+    """Compute nodes: each is one kernel call (a fused node is one)."""
+    return sum(1 for n in graph.nodes() if n.op not in STORED)
+
+
+def run_pipeline(graph: Graph, until: str | None = None, report: bool = False, check=False):
+    """Run PIPELINE on a copy, stopping after the pass named `until`.
+
+    Returns the graph, or `(graph, [PassReport, ...])` when `report` is true. `check` runs
+    the verifier after every pass.
+    """
+    if until is not None and until not in PASS_NAMES:
+        raise ConfigError(f"no pass named {until!r}; the passes are {', '.join(PASS_NAMES)}")
+    reports: list[PassReport] = []
+    before = (len(graph), count_kernels(graph), estimate_peak(graph)) if report else None
+    for name, fn in PIPELINE:
+        graph = fn(graph)
+        if check:
+            verify(graph)
+        if report:
+            after = (len(graph), count_kernels(graph), estimate_peak(graph))
+            reports.append(
+                PassReport(name, before[0], after[0], before[1], after[1], before[2], after[2])
+            )
+            before = after
+        if name == until:
+            break
+    return (graph, reports) if report else graph
+
+
+__all__ = [
+    "PIPELINE",
+    "PASS_NAMES",
+    "PassReport",
+    "run_pipeline",
+    "count_kernels",
+    "verify",
+    "autodiff",
+    "simplify",
+    "constfold",
+    "cse",
+    "dce",
+    "plan_memory",
+    "estimate_peak",
+]
