@@ -44,9 +44,10 @@ def _fold(g: Graph, d: dict):
     args = [
         np.asarray(o["attrs"]["value"], dtype=_compute_dtype(o["type"].dtype)) for o in operands
     ]
-    with np.errstate(all="ignore"):
-        out = np.asarray(prim.numpy(np, *args, **attrs))
     dtype = d["type"].dtype
+    out = np.empty([s.value for s in shape], _compute_dtype(dtype))
+    with np.errstate(all="ignore"):
+        out = np.asarray(prim.numpy(np, *args, out=out, **attrs))
     if out.ndim == 0:
         v = out.item()
         return bool(v) if dtype == "bool" else float(v) if dtype[0] == "f" else int(v)
