@@ -11,6 +11,7 @@ from dslc.passes.autodiff import autodiff
 from dslc.passes.constfold import constfold
 from dslc.passes.cse import cse
 from dslc.passes.dce import dce
+from dslc.passes.fuse import fuse
 from dslc.passes.memory import STORED, estimate_peak, plan_memory
 from dslc.passes.simplify import simplify
 from dslc.passes.verify import verify
@@ -21,6 +22,7 @@ PIPELINE = [
     ("constfold", constfold),
     ("cse", cse),
     ("dce", dce),
+    ("fuse", fuse),
 ]
 PASS_NAMES = [name for name, _ in PIPELINE]
 
@@ -87,6 +89,7 @@ __all__ = [
     "constfold",
     "cse",
     "dce",
+    "fuse",
     "plan_memory",
     "estimate_peak",
 ]

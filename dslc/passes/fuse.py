@@ -1,0 +1,270 @@
+"""Operator fusion: group nodes by their registry `kind`, then wrap each group in a `fused` node.
+
+Grouping (TVM style, kinds only, never op names) grows each group backwards from a root,
+visiting candidates in decreasing topological order, so that every user of a candidate has
+been decided before the candidate is. A producer joins when
+
+- its kind is elementwise, broadcast, reduction or injective (injective ops only at the
+  group's edge: they remap a value read from outside, never one computed inside);
+- every user of its value is in the group and nothing outside the graph reads it (a fused
+  node has one result);
+- its shape is the group's iteration domain `D`, or, when the group reduces axes `A` of `D`,
+  the reduced shape (with or without kept dims). Reductions must reduce the same axes `A`
+  of the same domain: a softmax, a layer-norm or a sum of squares becomes one group whose
+  `pattern` is `row_reduce` (A trailing: one row per program) or `reduce`.
+
+Every candidate that could not join is recorded with its reason in
+`graph.meta["fusion_report"]`, for `dslc compile --explain`. The fused node's attrs are
+`body` (a Graph: `input` nodes `in0, in1...` for the operands, scalar consts inlined, the
+result as `outputs["out"]`), `kinds`, `members` ((op, span, scope) per member, in
+topological order), `pattern`, `domain` and `reduce_axes`. Kernels are the runtime's job.
+"""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass, field
+
+from dslc.ir.dims import Shape
+from dslc.ir.graph import Graph
+from dslc.ops import REGISTRY
+
+FUSABLE = ("elementwise", "broadcast", "reduction", "injective")
+
+
+@dataclass
+class Group:
+    root: int
+    domain: Shape  # the iteration space: the shape every full-size member has
+    axes: tuple[int, ...] | None = None  # reduced axes of `domain`, None while none
+    members: set[int] = field(default_factory=set)
+
+    @property
+    def pattern(self) -> str:
+        if self.axes is None:
+            return "elementwise"
+        trailing = self.axes == tuple(range(len(self.domain) - len(self.axes), len(self.domain)))
+        return "row_reduce" if trailing else "reduce"
+
+
+def kind_of(g: Graph, nid: int) -> str | None:
+    """The fusion kind of a node; None for graph-level ops and random sources."""
+    prim = REGISTRY.get(g.data(nid)["op"])
+    if prim is None or prim.random:
+        return None
+    return prim.kind
+
+
+def reduced_axes(g: Graph, nid: int) -> tuple[int, ...]:
+    """The axes of its first operand that a reduction reduces (from `axes`/`axis` or shapes)."""
+    d = g.data(nid)
+    in_shape = g.data(d["inputs"][0])["type"].shape
+    rank = len(in_shape)
+    attrs = d["attrs"]
+    if "axes" in attrs or "axis" in attrs:
+        axes = attrs["axes"] if "axes" in attrs else attrs["axis"]
+        if axes is None:
+            return tuple(range(rank))
+        if isinstance(axes, int):
+            axes = (axes,)
+        return tuple(sorted({int(a) % rank for a in axes}))
+    out = d["type"].shape  # shape-directed (`sum_to`): dropped leading axes and kept 1s
+    lead = rank - len(out)
+    kept = [lead + i for i, s in enumerate(out) if s == 1 and in_shape[lead + i] != 1]
+    return tuple(range(lead)) + tuple(kept)
+
+
+def reduced_shapes(domain: Shape, axes) -> tuple[Shape, Shape]:
+    keep = tuple(1 if i in axes else s for i, s in enumerate(domain))
+    drop = tuple(s for i, s in enumerate(domain) if i not in axes)
+    return keep, drop
+
+
+def fits(shape: Shape, domain: Shape, axes) -> bool:
+    """Whether a value of `shape` is one of the group's: full-size or reduced."""
+    return shape == domain or (axes is not None and shape in reduced_shapes(domain, axes))
+
+
+def row_axes(shape: Shape, domain: Shape) -> tuple[int, ...] | None:
+    """The trailing axes a per-row value of `shape` leaves out of `domain`, else None."""
+    if len(shape) != len(domain):
+        return None
+    axes = []
+    for i, (s, d) in enumerate(zip(shape, domain)):
+        if s == d:
+            continue
+        if s != 1:
+            return None
+        axes.append(i)
+    if not axes or axes != list(range(len(domain) - len(axes), len(domain))):
+        return None
+    return tuple(axes)
+
+
+def fmt(shape: Shape) -> str:
+    return "[" + ", ".join(str(s) for s in shape) + "]"
+
+
+# --- grouping --------------------------------------------------------------------------------
+
+
+def find_groups(g: Graph) -> tuple[list[Group], list[dict]]:
+    """Partition the fusable nodes into groups; also the reasons for fusions not made."""
+    order = g.topo_order()
+    pos = {n: i for i, n in enumerate(order)}
+    kind = {n: kind_of(g, n) for n in order}
+    root_names: dict[int, str] = {}
+    for table, rows in (("output", g.outputs), ("update", g.updates), ("gradient", g.grads)):
+        for name, nid in rows.items():
+            root_names.setdefault(nid, f"{table} {name!r}")
+    group_of: dict[int, Group] = {}
+    groups: list[Group] = []
+    report: list[dict] = []
+
+    for root in reversed(order):
+        if root in group_of or kind[root] not in FUSABLE:
+            continue
+        if kind[root] == "reduction":
+            src = g.data(root)["inputs"][0]
+            grp = Group(root, g.data(src)["type"].shape, reduced_axes(g, root))
+        else:
+            grp = Group(root, g.data(root)["type"].shape)
+        groups.append(grp)
+        grp.members.add(root)
+        group_of[root] = grp
+        heap = [(-pos[root], root)]
+        queued = {root}
+        while heap:
+            _, m = heapq.heappop(heap)
+            if m != root:
+                why = _refusal(g, grp, m, kind, group_of, root_names)
+                if why is not None:
+                    if why:
+                        report.append(_entry(g, grp, m, why))
+                    continue
+                grp.members.add(m)
+                group_of[m] = grp
+            if kind[m] == "injective":
+                continue  # data movement stays at the edge: its operands are read from outside
+            for p in g.data(m)["inputs"]:
+                if p not in queued:
+                    queued.add(p)
+                    heapq.heappush(heap, (-pos[p], p))
+    return groups, report
+
+
+def _refusal(g, grp: Group, p: int, kind, group_of, root_names) -> str | None:
+    """Why `p` cannot join `grp` ('' when it is not a candidate at all), or None if it can.
+
+    Joining may set the group's reduced axes or widen its domain (a reduction's input).
+    """
+    d = g.data(p)
+    k = kind[p]
+    if k not in FUSABLE:
+        fusable_operand = any(kind[i] in FUSABLE for i in d["inputs"])
+        if k is not None and fusable_operand:
+            return f"`{d['op']}` ({k}) runs as its own kernel between fusable ops"
+        return ""
+    if p in group_of:
+        return ""
+    if p in root_names:
+        return f"its value is read outside the graph ({root_names[p]})"
+    outside = [u for u in g.users(p) if u not in grp.members]
+    if outside:
+        return f"its value is also used by `{g.data(outside[0])['op']}` outside the group"
+    shape = d["type"].shape
+    if k == "reduction":
+        in_shape = g.data(d["inputs"][0])["type"].shape
+        axes = reduced_axes(g, p)
+        if grp.axes is None:
+            if grp.domain != in_shape and grp.domain not in reduced_shapes(in_shape, axes):
+                return (
+                    f"it reduces {fmt(in_shape)} to {fmt(shape)}, "
+                    f"the group runs over {fmt(grp.domain)}"
+                )
+            grp.domain, grp.axes = in_shape, axes
+            return None
+        if in_shape != grp.domain or axes != grp.axes:
+            return (
+                f"it reduces axes {axes} of {fmt(in_shape)}, the group reduces axes "
+                f"{grp.axes} of {fmt(grp.domain)}"
+            )
+        return None
+    if fits(shape, grp.domain, grp.axes):
+        return None
+    if grp.axes is None and (axes := row_axes(shape, grp.domain)) is not None:
+        grp.axes = axes  # a per-row value: the group becomes row-wise
+        return None
+    return (
+        f"shape mismatch: its {fmt(shape)} would be broadcast to {fmt(grp.domain)} "
+        "and recomputed for every element"
+    )
+
+
+def _entry(g: Graph, grp: Group, p: int, reason: str) -> dict:
+    d = g.data(p)
+    users = [u for u in g.users(p) if u in grp.members]
+    return {
+        "producer": p,
+        "producer_op": d["op"],
+        "consumer_op": g.data(users[0])["op"] if users else None,
+        "group": grp.root,
+        "span": d.get("span"),
+        "reason": reason,
+    }
+
+
+# --- the pass --------------------------------------------------------------------------------
+
+
+def fuse(graph: Graph) -> Graph:
+    """A copy where every group of two or more nodes is one `fused` node."""
+    g = graph.copy()
+    groups, report = find_groups(g)
+    order = {n: i for i, n in enumerate(g.topo_order())}
+    fused_of: dict[int, int] = {}
+    for grp in groups:
+        if len(grp.members) > 1:
+            f = _wrap(g, grp, sorted(grp.members, key=order.__getitem__))
+            fused_of.update(dict.fromkeys(grp.members, f))
+    for entry in report:  # name nodes as they are now: a fused member by its fused node
+        entry["group"] = fused_of.get(entry["group"], entry["group"])
+        entry["producer"] = fused_of.get(entry["producer"], entry["producer"])
+    g.meta["fusion_report"] = report
+    return g
+
+
+def _wrap(g: Graph, grp: Group, members: list[int]) -> int:
+    """Replace the group's nodes by one `fused` node holding them as its body."""
+    body = Graph()
+    inner: dict[int, int] = {}
+    operands: list[int] = []
+    for m in members:
+        for src in g.data(m)["inputs"]:
+            if src in inner:
+                continue
+            s = g.data(src)
+            if s["op"] == "const" and s["type"].rank == 0:  # scalars are inlined in the kernel
+                inner[src] = body.add("const", (), s["type"], s["attrs"], s["span"], s["scope"])
+                continue
+            name = f"in{len(operands)}"
+            inner[src] = body.add("input", (), s["type"], {"name": name, "role": "input"})
+            body.inputs[name] = inner[src]
+            operands.append(src)
+        d = g.data(m)
+        ins = [inner[i] for i in d["inputs"]]
+        inner[m] = body.add(d["op"], ins, d["type"], d["attrs"], d["span"], d["scope"])
+    body.outputs["out"] = inner[grp.root]
+    r = g.data(grp.root)
+    attrs = {
+        "body": body,
+        "kinds": tuple(sorted({REGISTRY[g.data(m)["op"]].kind for m in members})),
+        "members": tuple((g.data(m)["op"], g.data(m)["span"], g.data(m)["scope"]) for m in members),
+        "pattern": grp.pattern,
+        "domain": grp.domain,
+        "reduce_axes": grp.axes or (),
+    }
+    fused = g.add("fused", operands, r["type"], attrs, r["span"], r["scope"])
+    g.replace_uses(grp.root, fused)
+    g.g.remove_nodes_from(members)
+    return fused
