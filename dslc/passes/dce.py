@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import networkx as nx
-
 from dslc.ir.graph import Graph
 
 
@@ -15,7 +13,11 @@ def dce(graph: Graph) -> Graph:
     """
     g = graph.copy()
     live = set(g.inputs.values()) | set(g.params.values())
-    for root in g.roots():
-        live |= nx.ancestors(g.g, root) | {root}
+    stack = g.roots()
+    while stack:
+        n = stack.pop()
+        if n not in live:
+            live.add(n)
+            stack.extend(g.data(n)["inputs"])
     g.g.remove_nodes_from([n for n in list(g.g.nodes) if n not in live])
     return g

@@ -108,9 +108,9 @@ def fmt(shape: Shape) -> str:
 # --- grouping --------------------------------------------------------------------------------
 
 
-def find_groups(g: Graph) -> tuple[list[Group], list[dict]]:
+def find_groups(g: Graph, order: list[int] | None = None) -> tuple[list[Group], list[dict]]:
     """Partition the fusable nodes into groups; also the reasons for fusions not made."""
-    order = g.topo_order()
+    order = order if order is not None else g.topo_order()
     pos = {n: i for i, n in enumerate(order)}
     kind = {n: kind_of(g, n) for n in order}
     root_names: dict[int, str] = {}
@@ -220,12 +220,13 @@ def _entry(g: Graph, grp: Group, p: int, reason: str) -> dict:
 def fuse(graph: Graph) -> Graph:
     """A copy where every group of two or more nodes is one `fused` node."""
     g = graph.copy()
-    groups, report = find_groups(g)
-    order = {n: i for i, n in enumerate(g.topo_order())}
+    order = g.topo_order()
+    groups, report = find_groups(g, order)
+    pos = {n: i for i, n in enumerate(order)}
     fused_of: dict[int, int] = {}
     for grp in groups:
         if len(grp.members) > 1:
-            f = _wrap(g, grp, sorted(grp.members, key=order.__getitem__))
+            f = _wrap(g, grp, sorted(grp.members, key=pos.__getitem__))
             fused_of.update(dict.fromkeys(grp.members, f))
     for entry in report:  # name nodes as they are now: a fused member by its fused node
         entry["group"] = fused_of.get(entry["group"], entry["group"])

@@ -54,7 +54,8 @@ def can_inplace(graph: Graph, nid: int, operand: int) -> bool:
     if graph.data(operand)["type"] != d["type"]:
         return False
     if d["op"] == "fused":
-        return d["attrs"].get("pattern") == "elementwise"
+        attrs = d["attrs"]  # an elementwise loop, and no member reads through an index map
+        return attrs.get("pattern") == "elementwise" and "injective" not in attrs.get("kinds", ())
     prim = REGISTRY.get(d["op"])
     return prim is not None and prim.kind in INPLACE_KINDS and not prim.random
 

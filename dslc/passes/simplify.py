@@ -144,13 +144,16 @@ def simplify(graph: Graph, rules=RULES) -> Graph:
     """A copy with every rule applied wherever it matches, until nothing changes."""
     g = graph.copy()
     b = Builder(g)
+    by_op: dict[str, list] = {}
+    for rule in rules:
+        by_op.setdefault(rule[0].op, []).append(rule)
     roots = set(g.roots())
     for _ in range(MAX_ROUNDS):
         changed = False
         for nid in g.topo_order():
-            if nid not in g or g.data(nid)["op"] in GRAPH_OPS:
+            if nid not in g or g.data(nid)["op"] not in by_op:
                 continue
-            new = rewrite(g, b, nid, rules)
+            new = rewrite(g, b, nid, by_op[g.data(nid)["op"]])
             if new is None:
                 continue
             g.replace_uses(nid, new)
