@@ -187,22 +187,25 @@ class Dim:
     def __repr__(self) -> str:
         return f"Dim({self})"
 
-    def format(self, compact: bool = True) -> str:
-        """Human form with k/M/G suffixes on large coefficients: `1.2M*N*T + 40k*N*T^2`."""
+    def format(self, compact: bool = True, unit: str = "") -> str:
+        """Human form with k/M/G suffixes on large coefficients: `1.2M*N*T + 40k*N*T^2`.
+
+        `unit` follows every coefficient, shown even when it is 1: `1.2MB*N + 4B`.
+        """
         if not compact:
             return str(self)
         parts = []
         items = sorted(self.terms.items(), key=lambda it: (-sum(p for _, p in it[0]), it[0]))
         for m, c in items:
             factors = [s if p == 1 else f"{s}^{p}" for s, p in m]
-            coef = human(c)
+            coef = human(c) + unit
             if not factors:
                 parts.append(coef)
-            elif c == 1:
+            elif c == 1 and not unit:
                 parts.append("*".join(factors))
             else:
                 parts.append(coef + "*" + "*".join(factors))
-        return " + ".join(parts) if parts else "0"
+        return (" + ".join(parts) if parts else "0" + unit).replace("+ -", "- ")
 
 
 def human(n: int | float) -> str:

@@ -1,0 +1,208 @@
+"""`dslc compile model.nn`: the summary, text IR, JSON or DOT of a model, before or after passes."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+import click
+
+from dslc.cli import parse_sets, report_errors
+
+EMITS = ("summary", "ir", "json", "dot")
+
+
+@click.command("compile")
+@click.argument("model", type=click.Path(exists=True, dir_okay=False))
+@click.option(
+    "--set", "sets", multiple=True, metavar="NAME=VALUE", help="Override a hyper-parameter."
+)
+@click.option(
+    "--emit",
+    type=click.Choice(EMITS),
+    default=None,
+    help="What to print: the model summary (default), text IR, JSON or Graphviz DOT.",
+)
+@click.option(
+    "--mode",
+    type=click.Choice(["train", "infer"]),
+    default=None,
+    help="Which graph: training (with loss) or inference. "
+    "Default: infer for the plain summary, train otherwise.",
+)
+@click.option("--passes", "show_passes", is_flag=True, help="Show what each pass changed.")
+@click.option("--after", metavar="PASS", help="Run the pass pipeline up to and including PASS.")
+@click.option("--explain", is_flag=True, help="Map fused kernels to source lines; say why not.")
+@click.option(
+    "--depth", type=click.IntRange(min=1), default=2, show_default=True, help="Summary depth."
+)
+@click.option(
+    "-o", "--output", type=click.Path(dir_okay=False), help="Write the emitted text to a file."
+)
+@report_errors
+def compile_(model, sets, emit, mode, show_passes, after, explain, depth, output):
+    """Compile MODEL and print its summary, IR (--emit ir|json|dot) or pass reports."""
+    from dslc.frontend import load_program
+
+    program = load_program(model, parse_sets(sets))
+    run_passes = bool(after or show_passes or explain)
+    if mode is None:
+        mode = "infer" if (emit in (None, "summary") and not run_passes) else "train"
+    graph = program.train_graph if mode == "train" else program.infer_graph
+    stage = "lowered"
+    report: list = []
+    if run_passes:
+        graph, report, stage = _run_pipeline(graph, after, need=show_passes or explain)
+    if show_passes:
+        _print(_passes_table(report))
+    if explain:
+        click.echo(explanation(graph, program.sources))
+    if emit is None and run_passes and (show_passes or explain):
+        return
+    _emit(emit or "summary", graph, program, mode, stage, depth, output)
+
+
+def _run_pipeline(graph, after: str | None, need: bool):
+    """(graph after the pipeline, per-pass reports, stage name)."""
+    from dslc import passes
+    from dslc.errors import ConfigError
+
+    run_pipeline = getattr(passes, "run_pipeline", None)
+    if run_pipeline is None:
+        if need:
+            raise ConfigError("the pass pipeline is not available in this build of dslc")
+        click.echo(
+            f"warning: unknown pass {after!r}: no pass pipeline is available yet; "
+            "showing the lowered graph",
+            err=True,
+        )
+        return graph, [], "lowered"
+    graph, reports = run_pipeline(graph, until=after, report=True)
+    return graph, reports, reports[-1].name if reports else "lowered"
+
+
+def _emit(emit, graph, program, mode, stage, depth, output) -> None:
+    from dslc.ir import dot, json_export, printer, summary
+
+    title = f"{program.name} · {mode} graph · {stage}"
+    if emit == "summary":
+        s = summary.summarize(graph, program.name, mode, depth=depth)
+        if output is None:
+            _print(summary.render(s))
+            return
+        text = summary.summary_text(s)
+    elif emit == "ir":
+        text = printer.format_graph(graph, title)
+    elif emit == "json":
+        text = json_export.to_json(
+            graph,
+            name=program.name,
+            file=program.file,
+            mode=mode,
+            stage=stage,
+            hparams=program.hparams,
+        )
+    else:
+        text = dot.to_dot(graph, name=program.name)
+    if output is None:
+        click.echo(text, nl=False)
+        return
+    with open(output, "w", encoding="utf-8") as fh:
+        fh.write(text)
+    click.echo(f"wrote {output}", err=True)
+
+
+def _print(renderable) -> None:
+    import sys
+
+    from rich.console import Console
+
+    # a pipe or file has no width: give tables room instead of rich's 80 columns
+    Console(soft_wrap=False, width=None if sys.stdout.isatty() else 120).print(renderable)
+
+
+# --- --passes -----------------------------------------------------------------------------
+
+
+def _passes_table(reports: list):
+    """One row per pass: nodes, kernels and estimated peak memory, before -> after."""
+    from rich.table import Table
+    from rich.text import Text
+
+    from dslc.ir.summary import format_bytes
+
+    table = Table(title="passes", title_justify="left", header_style="bold")
+    table.add_column("Pass")
+    table.add_column("Nodes", justify="right")
+    table.add_column("Kernels", justify="right")
+    table.add_column("Peak memory (estimated)", justify="right")
+    for r in reports:
+        table.add_row(
+            Text(r.name),
+            _change(r.nodes_before, r.nodes_after),
+            _change(r.kernels_before, r.kernels_after),
+            _change(format_bytes(r.peak_before), format_bytes(r.peak_after)),
+        )
+    return table
+
+
+def _change(before, after) -> str:
+    """`120 -> 95 (-25)`, or just `95` when nothing changed."""
+    if before == after:
+        return f"{after}"
+    diff = f" ({after - before:+d})" if isinstance(after, int) else ""
+    return f"{before} -> {after}{diff}"
+
+
+# --- --explain ----------------------------------------------------------------------------
+
+
+def explanation(graph, sources: Mapping[str, str] | None = None) -> str:
+    """Each fused kernel with the `.nn` lines it came from, then the fusions not made.
+
+    The declined fusions are the fuse pass's `graph.meta["fusion_report"]`: dicts with
+    `producer`, `producer_op`, `consumer_op`, `group` (node ids as they are after the pass),
+    `span` and `reason`.
+    """
+    from dslc.ir.printer import format_span
+    from dslc.ir.summary import body_ops
+
+    sources = dict(sources or {})
+    fused = [n for n in graph.topo_order() if graph.data(n)["op"] == "fused"]
+    lines = [f"{len(fused)} fused kernel(s)"]
+    for nid in fused:
+        d = graph.data(nid)
+        ops = body_ops(graph, nid)
+        pattern = d["attrs"].get("pattern")
+        head = f"%{nid}: {d['type']} = fused {' + '.join(n.op for n in ops)}"
+        head += f"  [{pattern}]" if pattern else ""
+        head += f"  ({d['scope']})" if d.get("scope") else ""
+        lines += ["", head]
+        spans = [n.span for n in ops if n.span is not None] or [d.get("span")]
+        for file, line in sorted({(s.file, s.line) for s in spans if s is not None}):
+            text = _source_line(file, line, sources)
+            lines.append(f"    {os.path.basename(file)}:{line:<5} | {text}")
+    declined = sorted(
+        graph.meta.get("fusion_report") or [],
+        key=lambda e: (e["span"].file, e["span"].line, e["span"].col) if e.get("span") else ("",),
+    )
+    lines += ["", f"{len(declined)} fusion(s) not made"]
+    for e in declined:
+        where = format_span(e.get("span")) or "?"
+        into = f"`{e['consumer_op']}` " if e.get("consumer_op") else ""
+        lines.append(
+            f"  {where}: `{e['producer_op']}` (%{e['producer']}) not fused into "
+            f"{into}(%{e['group']}): {e['reason']}"
+        )
+    return "\n".join(lines)
+
+
+def _source_line(file: str, line: int, sources: dict[str, str]) -> str:
+    if file not in sources:
+        try:
+            with open(file, encoding="utf-8") as fh:
+                sources[file] = fh.read()
+        except OSError:
+            sources[file] = ""
+    src = sources[file].splitlines()
+    return src[line - 1].strip() if 1 <= line <= len(src) else ""
