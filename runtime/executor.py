@@ -1,0 +1,201 @@
+"""The executor: binds plans to buffers and runs them, with no graph walking at run time.
+
+`Executor(graph)` owns (or shares) a `ParamStore`. `run(feeds)` looks up the bound plan for
+the feeds' shapes (scheduling and binding it the first time those shapes are seen), copies
+the feeds into the plan's input buffers, calls each step's kernel with `out=` its planned
+buffer, writes gradients straight into the flat gradient buffer, applies `graph.updates` to
+the parameters, and returns the outputs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+import numpy as np
+from dslc.runtime.params import ParamStore
+from dslc.runtime.rng import step_rng
+from dslc.runtime.schedule import Plan, bind_env, needed_nodes, schedule
+
+from dslc.errors import AnomalyError, DataError, InternalError
+from dslc.ir.graph import Graph
+from dslc.ir.types import np_dtype
+
+
+class BoundPlan:
+    """A plan with every value given its array: the run loop is a list of ready calls."""
+
+    def __init__(self, plan: Plan, store: ParamStore, xp):
+        self.plan = plan
+        self.xp = xp
+        arena = [xp.empty(n, dtype=np.uint8) for n in plan.buffers]
+        arrays: dict[int, object] = {}
+        self.feeds: list[tuple[str, object]] = []
+        for nid in plan.order:
+            v = plan.values[nid]
+            if v is None or v.kind == "view":
+                continue
+            dt = np_dtype(v.dtype)
+            if v.kind == "input":
+                arrays[nid] = xp.empty(v.shape, dtype=dt)
+                self.feeds.append((v.ref, arrays[nid]))
+            elif v.kind in ("param", "grad"):
+                arr = (store.params if v.kind == "param" else store.grads)[v.ref]
+                if arr.shape != v.shape or arr.dtype != dt:
+                    raise InternalError(f"{v.kind} {v.ref}: stored {arr.dtype}{arr.shape}")
+                arrays[nid] = arr
+            elif v.kind == "const":
+                arrays[nid] = xp.asarray(np.asarray(v.ref, dtype=dt))
+            elif v.kind == "buffer":
+                n = v.nbytes
+                arrays[nid] = arena[v.ref][:n].view(dt).reshape(v.shape)
+        self.steps: list[tuple] = []  # (kernel, args, kwargs, out)
+        self.random: list[tuple[int, dict]] = []  # (node, kwargs) of random steps
+        self.nodes: list[int] = []  # node id of each step, for anomaly reports
+        for s in plan.steps:
+            ins = [arrays[i] for i in s.inputs]
+            v = plan.values[s.node]
+            if s.view:
+                r = s.kernel(xp, *ins, **s.attrs)
+                if _shares(xp, r, ins[0]):  # a true view: nothing to do at run time
+                    arrays[s.node] = r
+                    continue
+                arrays[s.node] = xp.empty(v.shape, dtype=np_dtype(v.dtype))  # copied per run
+            out = arrays[s.node]
+            kw = dict(s.attrs, out=out)
+            if s.random:
+                self.random.append((s.node, kw))
+            self.steps.append((s.kernel, (xp, *ins), kw, out))
+            self.nodes.append(s.node)
+        self.outputs = [(name, arrays[nid]) for name, nid in plan.outputs.items()]
+        self.copies = [(store.grads[name], arrays[nid]) for name, nid in plan.grad_copies]
+        self.copies += [(store.params[name], arrays[nid]) for name, nid in plan.updates]
+        self.arrays = arrays
+
+
+def _shares(xp, a, b) -> bool:
+    fn = getattr(xp, "may_share_memory", None) or np.may_share_memory
+    return bool(fn(a, b))
+
+
+class Executor:
+    """Runs one graph (a mode of a model) over the parameters in `store`."""
+
+    def __init__(
+        self,
+        graph: Graph,
+        *,
+        store: ParamStore | None = None,
+        xp=np,
+        float_dtype: str | None = None,
+        seed: int = 0,
+        outputs: Iterable[str] | None = None,
+    ):
+        self.graph = graph
+        self.xp = xp
+        if store is None:
+            store = ParamStore(graph, xp, float_dtype or "f32", seed)
+        else:
+            store.check_graph(graph)
+        self.store = store
+        self.float_dtype = store.float_dtype
+        self.params = store.params
+        self.grads = store.grads
+        self.seed = seed
+        self.step = 0  # the training step: random ops draw from (seed, step, node)
+        self.outputs = list(graph.outputs) if outputs is None else list(outputs)
+        roots = [graph.outputs[o] for o in self.outputs if o in graph.outputs]
+        roots += list(graph.grads.values()) + list(graph.updates.values())
+        needed = needed_nodes(graph, roots)
+        self.input_names = [n for n, nid in graph.inputs.items() if nid in needed]
+        self._bound: dict[tuple, BoundPlan] = {}
+
+    # --- plans ----------------------------------------------------------------------------
+    def bound(self, feeds: Mapping[str, object]) -> BoundPlan:
+        """The bound plan for these feeds' shapes (scheduled and bound once per shapes)."""
+        key = tuple(np.shape(feeds[n]) if n in feeds else None for n in self.input_names)
+        bp = self._bound.get(key)
+        if bp is None:
+            env = bind_env(self.graph, feeds, self.input_names)
+            plan = schedule(self.graph, env, self.float_dtype, self.outputs)
+            bp = self._bound[key] = BoundPlan(plan, self.store, self.xp)
+        return bp
+
+    # --- running --------------------------------------------------------------------------
+    def run(
+        self,
+        feeds: Mapping[str, object],
+        *,
+        step: int | None = None,
+        copy: bool = True,
+        check: bool = False,
+    ) -> dict[str, object]:
+        """Run the graph on `feeds`; gradients land in `self.grads`, updates in `self.params`.
+
+        Outputs are copies unless `copy=False` (then they are the plan's buffers, valid until
+        the next run). `check` looks at every value for NaN/Inf and raises AnomalyError
+        naming the first node that made one.
+        """
+        bp = self.bound(feeds)
+        xp = self.xp
+        for name, buf in bp.feeds:
+            try:
+                xp.copyto(buf, feeds[name], casting="same_kind")
+            except TypeError:
+                raise DataError(
+                    f"array `{name}` has dtype {np.asarray(feeds[name]).dtype}; the model expects"
+                    f" {self.graph.data(self.graph.inputs[name])['type']}"
+                ) from None
+        if bp.random:
+            s = self.step if step is None else step
+            for nid, kw in bp.random:
+                kw["rng"] = step_rng(xp, self.seed, s, nid)
+        if check:
+            self._run_checked(bp)
+        else:
+            for kernel, args, kw, out in bp.steps:
+                r = kernel(*args, **kw)
+                if r is not out:
+                    xp.copyto(out, r)
+        for dst, src in bp.copies:
+            xp.copyto(dst, src)
+        if copy:
+            return {name: arr.copy() for name, arr in bp.outputs}
+        return dict(bp.outputs)
+
+    def _run_checked(self, bp: BoundPlan) -> None:
+        """The run loop with a finiteness check after every kernel (--detect-anomaly)."""
+        with np.errstate(all="ignore"):  # the check reports it, with the node
+            self._checked_steps(bp)
+
+    def _checked_steps(self, bp: BoundPlan) -> None:
+        xp = self.xp
+        for name, buf in bp.feeds:
+            if buf.dtype.kind == "f" and not bool(xp.isfinite(buf).all()):
+                raise AnomalyError(f"input `{name}` contains NaN or Inf")
+        for name, p in self.params.items():
+            if p.dtype.kind == "f" and not bool(xp.isfinite(p).all()):
+                raise AnomalyError(f"parameter {name} contains NaN or Inf")
+        for (kernel, args, kw, out), nid in zip(bp.steps, bp.nodes):
+            r = kernel(*args, **kw)
+            if r is not out:
+                xp.copyto(out, r)
+            if out.dtype.kind == "f" and not bool(xp.isfinite(out).all()):
+                raise anomaly(self.graph, bp.plan.nodes[nid], out, xp)
+
+
+def anomaly(graph: Graph, node, value, xp=np) -> AnomalyError:
+    """The report for the first non-finite value: node, op, scope, source line."""
+    what = "NaN" if bool(xp.isnan(value).any()) else "Inf"
+    n_bad = int((~xp.isfinite(value)).sum())
+    outer = node.key[0] if isinstance(node.key, tuple) else node.key
+    label = f"%{outer}" + (f" (fused, member %{node.key[1]})" if outer != node.key else "")
+    loss = graph.outputs.get("loss")
+    forward = loss is None or outer == loss or outer in needed_nodes(graph, [loss])
+    where = "" if forward else " in the backward pass"
+    scope = f" in `{node.scope}`" if node.scope else ""
+    return AnomalyError(
+        f"node {label} (`{node.op}`{scope}) produced {what}{where}",
+        node.span,
+        notes=[f"{n_bad} of {value.size} values of {node.type} are not finite"],
+        hint="look for a log or division of zero, an overflowing exp, or too high a learning rate",
+    )

@@ -1,0 +1,55 @@
+"""Small graphs built with the Builder, for the runtime tests."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from dslc.ir.builder import Builder
+from dslc.ir.dims import Dim
+from dslc.ir.graph import Graph
+from dslc.ir.types import TensorType
+from dslc.passes.autodiff import autodiff
+
+N = Dim.sym("N")
+
+
+def mlp(features=4, hidden=16, classes=3, dropout=0.0, batchnorm_state=False) -> Graph:
+    """x -> dense -> relu [-> dropout] -> dense -> cross-entropy; no gradients yet."""
+    g = Graph()
+    b = Builder(g)
+    x = b.input("x", TensorType((N, features)))
+    y = b.input("y", TensorType((N,), "i64"), role="label")
+    w1 = b.param("l1.W", TensorType((features, hidden)), "glorot_uniform")
+    b1 = b.param("l1.b", TensorType((hidden,)), "zeros")
+    w2 = b.param("l2.W", TensorType((hidden, classes)), "glorot_uniform")
+    b2 = b.param("l2.b", TensorType((classes,)), "zeros")
+    with b.at(scope="l1"):
+        h = b.op("relu", b.op("add", b.op("matmul", x, w1), b1))
+    if dropout:
+        h = b.op("mul", h, b.op("dropout_mask", h, p=dropout))
+    if batchnorm_state:  # a running mean of h, like batch-norm's statistics
+        rm = b.param("bn.mean", TensorType((hidden,)), "zeros", trainable=False)
+        new = b.op(
+            "add", b.op("scale", rm, c=0.9), b.op("scale", b.op("mean", h, axes=(0,)), c=0.1)
+        )
+        g.updates["bn.mean"] = new
+    with b.at(scope="l2"):
+        logits = b.op("add", b.op("matmul", h, w2), b2)
+    picked = b.op("take_along", b.op("log_softmax", logits, axis=-1), y, axis=-1)
+    loss = b.op("neg", b.op("mean", picked))
+    g.outputs["loss"] = loss
+    g.outputs["logits"] = logits
+    return g
+
+
+def train_graph(**kw) -> Graph:
+    return autodiff(mlp(**kw))
+
+
+def blobs(n=256, features=4, classes=3, seed=0):
+    """Separable Gaussian blobs: x f32[n, features], y i64[n]."""
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(0, 3, (classes, features))
+    y = rng.integers(0, classes, n)
+    x = (centers[y] + rng.normal(0, 1, (n, features))).astype(np.float32)
+    return {"x": x, "y": y.astype(np.int64)}

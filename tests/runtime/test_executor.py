@@ -1,0 +1,220 @@
+"""The executor: plans built once per shape, flat parameter storage, determinism."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from dslc.runtime import executor as executor_mod
+from dslc.runtime import schedule as schedule_mod
+from dslc.runtime.executor import Executor
+from dslc.runtime.optim import make_optimizer
+from runtime_graphs import N, blobs, mlp, train_graph
+
+from dslc.errors import AnomalyError, DataError, Span
+from dslc.ir.builder import Builder
+from dslc.ir.graph import Graph
+from dslc.ir.types import TensorType
+from dslc.passes.autodiff import autodiff
+
+
+def batches(data, size):
+    n = len(data["y"])
+    for i in range(0, n, size):
+        yield {k: v[i : i + size] for k, v in data.items()}
+
+
+def train(graph, data, steps=60, seed=0, lr=0.1, batch=32):
+    exe = Executor(graph, seed=seed)
+    opt = make_optimizer("sgd", exe.store.groups(), lr=lr, momentum=0.9)
+    losses = []
+    step = 0
+    while step < steps:
+        for b in batches(data, batch):
+            losses.append(float(exe.run(b, step=step)["loss"]))
+            opt.step()
+            step += 1
+    return exe, losses
+
+
+def test_training_lowers_the_loss():
+    exe, losses = train(train_graph(), blobs(), steps=80)
+    assert np.mean(losses[-8:]) < 0.3 * np.mean(losses[:8])
+    logits = exe.run(blobs())["logits"]
+    assert (logits.argmax(1) == blobs()["y"]).mean() > 0.9
+
+
+def test_parameters_and_gradients_live_in_flat_buffers():
+    exe = Executor(train_graph(batchnorm_state=True))
+    (flat,) = exe.store.flat.values()
+    (gflat,) = exe.store.grad_flat.values()
+    for name, p in exe.params.items():
+        assert np.shares_memory(p, flat), name
+    assert set(exe.grads) == {"l1.W", "l1.b", "l2.W", "l2.b"}
+    for g in exe.grads.values():
+        assert np.shares_memory(g, gflat)
+    bp = exe.bound(blobs(32))
+    assert not bp.plan.grad_copies  # gradient kernels write into the flat buffer directly
+    ((p, g),) = exe.store.groups()
+    assert p.size == g.size and np.shares_memory(p, flat)
+    assert not np.shares_memory(p, exe.params["bn.mean"])  # state sits after the trained part
+
+
+def test_a_step_reuses_its_plan_and_never_walks_the_graph(monkeypatch):
+    g = train_graph()
+    exe = Executor(g)
+    data = blobs(40)
+    first = exe.run({k: v[:32] for k, v in data.items()})
+
+    def boom(*a, **k):
+        raise AssertionError("the graph was walked during a step")
+
+    monkeypatch.setattr(Graph, "data", boom)
+    monkeypatch.setattr(Graph, "node", boom)
+    monkeypatch.setattr(Graph, "topo_order", boom)
+    monkeypatch.setattr(executor_mod, "schedule", boom)
+    monkeypatch.setattr(schedule_mod, "schedule", boom)
+    again = exe.run({k: v[:32] for k, v in data.items()})
+    np.testing.assert_array_equal(first["loss"], again["loss"])
+    monkeypatch.undo()
+    exe.run({k: v[32:] for k, v in data.items()})  # a last partial batch gets its own plan
+    assert len(exe._bound) == 2
+
+
+def test_buffers_are_reused():
+    plan = Executor(train_graph()).bound(blobs(64)).plan
+    computed = [plan.values[s.node] for s in plan.steps]
+    total = sum(v.nbytes for v in computed if v.kind == "buffer")
+    assert plan.arena_bytes < 0.6 * total
+    assert any(v.kind == "view" for v in computed)  # transposes cost nothing
+
+
+def test_outputs_are_copies_unless_asked():
+    exe = Executor(train_graph())
+    a = exe.run(blobs(8))
+    b = exe.run(blobs(8, seed=1))
+    assert not np.shares_memory(a["logits"], b["logits"])
+    c = exe.run(blobs(8), copy=False)
+    d = exe.run(blobs(8, seed=1), copy=False)
+    assert np.shares_memory(c["logits"], d["logits"])
+
+
+def test_updates_are_applied_after_the_run():
+    exe = Executor(train_graph(batchnorm_state=True))
+    data = blobs(16)
+    h = np.maximum(data["x"] @ exe.params["l1.W"] + exe.params["l1.b"], 0)
+    exe.run(data)
+    np.testing.assert_allclose(exe.params["bn.mean"], 0.1 * h.mean(0), rtol=1e-5, atol=1e-7)
+
+
+def test_same_seed_same_weights_bit_for_bit_with_dropout():
+    data = blobs()
+    a, _ = train(train_graph(dropout=0.3), data, steps=20, seed=7)
+    b, _ = train(train_graph(dropout=0.3), data, steps=20, seed=7)
+    c, _ = train(train_graph(dropout=0.3), data, steps=20, seed=8)
+    for name in a.params:
+        np.testing.assert_array_equal(a.params[name], b.params[name])
+    assert any(not np.array_equal(a.params[n], c.params[n]) for n in a.params)
+
+
+def test_dropout_masks_depend_on_the_step():
+    exe = Executor(train_graph(dropout=0.5))
+    data = blobs(16)
+    l0 = exe.run(data, step=0)["loss"]
+    l1 = exe.run(data, step=1)["loss"]
+    l0b = exe.run(data, step=0)["loss"]
+    assert l0 != l1 and l0 == l0b
+
+
+def test_float64_gradients_match_torch():
+    torch = pytest.importorskip("torch")
+    exe = Executor(train_graph(), float_dtype="f64")
+    data = blobs(16)
+    out = exe.run(data)
+    assert out["loss"].dtype == np.float64
+    tp = {n: torch.tensor(p.copy(), requires_grad=True) for n, p in exe.params.items()}
+    x = torch.tensor(data["x"].astype(np.float64))
+    h = torch.relu(x @ tp["l1.W"] + tp["l1.b"])
+    loss = torch.nn.functional.cross_entropy(h @ tp["l2.W"] + tp["l2.b"], torch.tensor(data["y"]))
+    loss.backward()
+    assert float(out["loss"]) == pytest.approx(loss.item(), rel=1e-12)
+    for n, t in tp.items():
+        np.testing.assert_allclose(exe.grads[n], t.grad.numpy(), rtol=1e-9, atol=1e-12)
+
+
+def test_inference_executor_shares_the_parameters():
+    train_exe = Executor(train_graph())
+    infer = Executor(mlp(), store=train_exe.store, outputs=["logits"])
+    assert infer.input_names == ["x"]  # labels are not needed for the logits
+    opt = make_optimizer("sgd", train_exe.store.groups(), lr=0.5)
+    data = blobs(32)
+    before = infer.run({"x": data["x"]})["logits"]
+    train_exe.run(data)
+    opt.step()
+    after = infer.run({"x": data["x"]})["logits"]
+    assert not np.allclose(before, after)
+
+
+def test_feed_errors_name_the_array():
+    exe = Executor(train_graph())
+    data = blobs(8)
+    with pytest.raises(DataError, match="no array named `y`"):
+        exe.run({"x": data["x"]})
+    with pytest.raises(
+        DataError, match=r"array `x` has shape \[8, 5\]; the model expects f32\[N, 4\]"
+    ):
+        exe.run({"x": np.zeros((8, 5), np.float32), "y": data["y"]})
+    with pytest.raises(DataError, match=r"with N = 8"):
+        exe.run({"x": data["x"], "y": data["y"][:4]})
+    with pytest.raises(DataError, match="array `y` has dtype float64; the model expects i64"):
+        exe.run({"x": data["x"], "y": data["y"].astype(np.float64)})
+
+
+def _log_graph():
+    g = Graph()
+    span = Span("model.nn", 3, 9, 3, 15)
+    b = Builder(g, span=Span("model.nn", 1, 1))
+    x = b.input("x", TensorType((N, 2)))
+    w = b.param("w", TensorType((2,)), "ones")
+    with b.at(span=span, scope="block"):
+        y = b.op("log", b.op("mul", x, w))
+    g.outputs["loss"] = b.op("mean", y)
+    return autodiff(g)
+
+
+def test_check_names_the_node_that_made_a_nan():
+    exe = Executor(_log_graph())
+    exe.run({"x": np.ones((2, 2), np.float32)}, check=True)
+    with pytest.raises(AnomalyError) as e:
+        exe.run({"x": -np.ones((2, 2), np.float32)}, check=True)
+    msg = str(e.value)
+    assert "node %" in msg and "(`log` in `block`) produced NaN" in msg
+    assert e.value.span == Span("model.nn", 3, 9, 3, 15)
+    with pytest.raises(AnomalyError, match="input `x` contains NaN or Inf"):
+        exe.run({"x": np.full((2, 2), np.nan, np.float32)}, check=True)
+
+
+def test_elementwise_kernels_may_write_over_their_operand():
+    """The memory plan writes an elementwise result over an operand that dies there."""
+    from dslc.ops import all_primitives
+
+    rng = np.random.default_rng(0)
+    for prim in all_primitives():
+        if prim.kind not in ("elementwise", "broadcast") or prim.random:
+            continue
+        arity = prim.arity or 2
+        if prim.name == "where":
+            args = [rng.random((3, 4)) > 0.5, rng.random((3, 4)), rng.random((3, 4))]
+        elif prim.name in ("logical_and", "logical_or", "logical_not"):
+            args = [rng.random((3, 4)) > 0.5 for _ in range(arity)]
+        else:
+            args = [rng.uniform(0.5, 2.0, (3, 4)).astype(np.float32) for _ in range(arity)]
+        try:
+            want = prim.numpy(np, *[a.copy() for a in args])
+        except Exception:  # kernels needing attributes without defaults: not this test's
+            continue
+        for i, a in enumerate(args):
+            if a.dtype != want.dtype:
+                continue
+            ins = [x.copy() for x in args]
+            got = prim.numpy(np, *ins, out=ins[i])
+            np.testing.assert_array_equal(got, want, err_msg=f"{prim.name} over operand {i}")
