@@ -149,3 +149,25 @@ def test_seed_value_and_gradient_values():
     out = autodiff(g)
     vals = evaluate(out, {"w": np.arange(3.0)})
     np.testing.assert_allclose(vals[out.grads["w"]], [3.0, 3.0, 3.0])
+
+
+def test_gpt_block_directional_derivative():
+    """Along a random direction in parameter space, grads . u equals (L(p+eu) - L(p-eu)) / 2e."""
+    from pass_gpt import gpt
+
+    g = gpt(layers=1, V=11, T=5, d=8, H=2, B=2, dropout=False, dtype="f64")
+    out = autodiff(g)
+    params = {
+        n: RNG.normal(size=[int(s) for s in g.data(i)["type"].shape]) * 0.5
+        for n, i in g.params.items()
+    }
+    data = {"x": RNG.integers(0, 11, size=(2, 5)), "y": RNG.integers(0, 11, size=(2, 5))}
+    u = {n: RNG.normal(size=p.shape) for n, p in params.items()}
+    got = results(out, {**params, **data})
+    assert set(out.grads) == set(params)
+    slope = sum(float(np.sum(got[f"grad:{n}"] * u[n])) for n in params)
+    eps = 1e-6
+    loss = g.outputs["loss"]
+    plus = evaluate(g, {**data, **{n: p + eps * u[n] for n, p in params.items()}})[loss]
+    minus = evaluate(g, {**data, **{n: p - eps * u[n] for n, p in params.items()}})[loss]
+    np.testing.assert_allclose(slope, (plus - minus) / (2 * eps), rtol=1e-6)

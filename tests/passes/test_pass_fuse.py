@@ -27,8 +27,8 @@ def reasons(g):
     return [(e["producer_op"], e["reason"]) for e in g.meta["fusion_report"]]
 
 
-def same_values(before, after, feeds, rtol=1e-12):
-    want, got = results(before, feeds), results(after, feeds)
+def same_values(before, after, feeds, rtol=1e-12, env=None):
+    want, got = results(before, feeds, env=env), results(after, feeds, env=env)
     assert want.keys() == got.keys()
     for k in want:
         np.testing.assert_allclose(got[k], want[k], rtol=rtol, atol=1e-12, err_msg=k)
@@ -211,3 +211,20 @@ def test_grouping_reads_kinds_never_op_names():
         "const",
     }
     assert not {s for s in strings if isinstance(s, str)} & set(REGISTRY)
+
+
+def test_gpt_training_step_loses_40_percent_of_its_kernels():
+    from pass_gpt import gpt
+
+    from dslc.passes import count_kernels, run_pipeline
+
+    before = run_pipeline(gpt(layers=2, dropout=False), until="dce")
+    after = checked(fuse, before)
+    assert count_kernels(after) <= 0.6 * count_kernels(before)
+    feeds = {
+        name: RNG.normal(size=[int(s) for s in before.data(nid)["type"].shape]) * 0.3
+        for name, nid in before.params.items()
+    }
+    feeds["x"] = RNG.integers(0, 65, size=(2, 16))
+    feeds["y"] = RNG.integers(0, 65, size=(2, 16))
+    same_values(before, after, feeds, rtol=1e-9, env={"B": 2})
