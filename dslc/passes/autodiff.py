@@ -6,8 +6,10 @@ import networkx as nx
 
 from dslc.errors import DslcError, InternalError
 from dslc.ir.builder import Builder
-from dslc.ir.graph import GRAPH_OPS, Graph
+from dslc.ir.graph import Graph
 from dslc.ops import REGISTRY
+
+LEAVES = ("input", "param", "const")  # a `fused` node has no rule: differentiate before fusing
 
 
 def autodiff(graph: Graph) -> Graph:
@@ -42,12 +44,14 @@ def autodiff(graph: Graph) -> Graph:
                 downstream.add(user)
                 frontier.append(user)
     active = {n for n in upstream & downstream if g.data(n)["type"].is_float}
+    if not active:
+        return g
 
     b = Builder(g)
     with b.at(span=g.data(loss)["span"], scope=g.data(loss)["scope"]):
         grads: dict[int, int] = {loss: b.const(1.0, ltype.dtype)}  # d loss / d loss
     for nid in reversed([n for n in graph.topo_order() if n in active]):
-        if nid not in grads or g.data(nid)["op"] in GRAPH_OPS:
+        if nid not in grads or g.data(nid)["op"] in LEAVES:
             continue
         node = g.node(nid)
         prim = REGISTRY.get(node.op)

@@ -171,3 +171,13 @@ def test_gpt_block_directional_derivative():
     plus = evaluate(g, {**data, **{n: p + eps * u[n] for n, p in params.items()}})[loss]
     minus = evaluate(g, {**data, **{n: p - eps * u[n] for n, p in params.items()}})[loss]
     np.testing.assert_allclose(slope, (plus - minus) / (2 * eps), rtol=1e-6)
+
+
+def test_a_node_without_a_rule_fails_loudly():
+    from dslc.passes import fuse
+
+    g, b = new_graph()
+    w = b.param("w", f64(3))
+    g.outputs["loss"] = b.op("sum", b.op("exp", b.op("tanh", w)))
+    with pytest.raises(InternalError, match="no gradient rule for `fused`"):
+        autodiff(fuse(g))
