@@ -24,7 +24,11 @@ A primitive is a record (JAX's `exp_p` with its rules next to it):
   expr     for elementwise/broadcast ops: a template of the scalar expression with
            `{0}`, `{1}`... for operands and `{attr_name}` for attributes, in a C-like
            syntax that prints as Python (Numba) and CUDA C alike, e.g. "max({0}, 0)";
-           None when the op cannot be fused into generated code.
+           None when the op cannot be fused into generated code. Templates call only
+           the functions in EXPR_FUNCTIONS: exp log log1p sqrt tanh erf sin cos abs sign
+           max min pow where(c, a, b), and cast_<dtype>(v) (cast_f32, cast_i64...).
+           Literals are written as floats (`0.0`); a code generator may retype them, and
+           prints attribute values as literals of its language (inf included).
   attrs    allowed attributes and their defaults; any other keyword is an error
 """
 
@@ -37,6 +41,10 @@ from typing import Any
 from dslc.errors import InternalError
 from dslc.ir.dims import Dim, numel
 from dslc.ir.types import TensorType
+
+EXPR_FUNCTIONS = frozenset(
+    "exp log log1p sqrt tanh erf sin cos abs sign max min pow where".split()
+)  # plus cast_<dtype>; code generators define each for Python (Numba) and CUDA C
 
 KINDS = ("elementwise", "broadcast", "injective", "reduction", "opaque", "source")
 

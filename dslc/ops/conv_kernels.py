@@ -1,0 +1,192 @@
+"""Array kernels of convolution and pooling (NCHW), for numpy and cupy alike.
+
+Convolution is im2col over a strided window view plus batched GEMMs, done in chunks of
+images so the column buffer stays a few MB; its gradients are the transposed GEMMs, with
+col2im as one strided add per kernel position (kh*kw of them). Pooling loops over kernel
+positions only: each step is one vectorised op over the whole batch.
+"""
+
+from __future__ import annotations
+
+COLS_BUDGET = 1 << 21  # elements of the im2col buffer per chunk (8 MB in float32)
+
+
+def _pads(xp, x, ph, pw, value=0.0):
+    if not ph and not pw:
+        return x
+    return xp.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=value)
+
+
+def out_size(size, k, s, p, d):
+    return (size + 2 * p - d * (k - 1) - 1) // s + 1
+
+
+def _windows(xp, xpad, kh, kw, sh, sw, dh, dw, ho, wo):
+    """[N, C, kh, kw, Ho, Wo] view of the padded input under every kernel position."""
+    ekh, ekw = dh * (kh - 1) + 1, dw * (kw - 1) + 1
+    v = xp.lib.stride_tricks.sliding_window_view(xpad, (ekh, ekw), axis=(2, 3))
+    v = v[:, :, : (ho - 1) * sh + 1 : sh, : (wo - 1) * sw + 1 : sw, ::dh, ::dw]
+    return v.transpose(0, 1, 4, 5, 2, 3)
+
+
+def _chunk(n, per_image):
+    return max(1, min(n, COLS_BUDGET // max(1, per_image)))
+
+
+def conv2d(xp, x, w, out=None, stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=1):
+    n, c, h, wd = x.shape
+    o, cg, kh, kw = w.shape
+    (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
+    ho, wo = out_size(h, kh, sh, ph, dh), out_size(wd, kw, sw, pw, dw)
+    ck, p = cg * kh * kw, ho * wo
+    cols = _windows(xp, _pads(xp, x, ph, pw), kh, kw, sh, sw, dh, dw, ho, wo)
+    w2 = w.reshape(groups, o // groups, ck)
+    y = out if out is not None and out.flags.c_contiguous else xp.empty((n, o, ho, wo), x.dtype)
+    y4 = y.reshape(n, groups, o // groups, p)
+    step = _chunk(n, c * kh * kw * p)
+    for n0 in range(0, n, step):
+        chunk = cols[n0 : n0 + step].reshape(-1, groups, ck, p)
+        xp.matmul(w2, chunk, out=y4[n0 : n0 + step])
+    if out is not None and y is not out:
+        xp.copyto(out, y)
+        return out
+    return y
+
+
+def conv2d_grad_input(
+    xp, g, w, out=None, in_size=(0, 0), stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=1
+):
+    n, o, ho, wo = g.shape
+    _, cg, kh, kw = w.shape
+    h, wd = in_size
+    (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
+    c, p = cg * groups, ho * wo
+    shape = (n, c, h + 2 * ph, wd + 2 * pw)
+    direct = out is not None and not ph and not pw
+    dx = out if direct else xp.empty(shape, g.dtype)
+    dx.fill(0)
+    # dcols[n, G, Cg*kh*kw, P] = W^T g, one GEMM per chunk of images
+    wt = xp.ascontiguousarray(w.reshape(groups, o // groups, cg * kh * kw).transpose(0, 2, 1))
+    g4 = g.reshape(n, groups, o // groups, p)
+    step = _chunk(n, c * kh * kw * p)
+    for n0 in range(0, n, step):
+        dcols = xp.matmul(wt, g4[n0 : n0 + step]).reshape(-1, c, kh, kw, ho, wo)
+        dst = dx[n0 : n0 + step]
+        for i in range(kh):
+            for j in range(kw):
+                r, s = i * dh, j * dw
+                dst[:, :, r : r + (ho - 1) * sh + 1 : sh, s : s + (wo - 1) * sw + 1 : sw] += dcols[
+                    :, :, i, j
+                ]
+    if direct:
+        return dx
+    res = dx[:, :, ph : ph + h, pw : pw + wd]
+    if out is None:
+        return xp.ascontiguousarray(res)
+    xp.copyto(out, res)
+    return out
+
+
+def conv2d_grad_weight(
+    xp, x, g, out=None, kernel=(1, 1), stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=1
+):
+    n, c, h, wd = x.shape
+    _, o, ho, wo = g.shape
+    kh, kw = kernel
+    (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
+    cg, p = c // groups, ho * wo
+    ck = cg * kh * kw
+    cols = _windows(xp, _pads(xp, x, ph, pw), kh, kw, sh, sw, dh, dw, ho, wo)
+    g4 = g.reshape(n, groups, o // groups, p)
+    acc = xp.zeros((groups, o // groups, ck), dtype=x.dtype)
+    step = _chunk(n, c * kh * kw * p)
+    for n0 in range(0, n, step):
+        chunk = cols[n0 : n0 + step].reshape(-1, groups, ck, p)
+        acc += xp.matmul(g4[n0 : n0 + step], chunk.transpose(0, 1, 3, 2)).sum(axis=0)
+    res = acc.reshape(o, cg, kh, kw)
+    if out is None:
+        return res
+    xp.copyto(out, res)
+    return out
+
+
+# --- pooling ----------------------------------------------------------------------------------
+
+
+def _pool_views(a, kh, kw, sh, sw, ho, wo):
+    """(i, j, view) for each kernel position: the input elements it covers, [N, C, Ho, Wo]."""
+    for i in range(kh):
+        for j in range(kw):
+            yield i, j, a[:, :, i : i + (ho - 1) * sh + 1 : sh, j : j + (wo - 1) * sw + 1 : sw]
+
+
+def max_pool2d(xp, x, out=None, kernel=(2, 2), stride=(2, 2), padding=(0, 0)):
+    (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
+    n, c, h, wd = x.shape
+    ho, wo = out_size(h, kh, sh, ph, 1), out_size(wd, kw, sw, pw, 1)
+    y = out if out is not None else xp.empty((n, c, ho, wo), x.dtype)
+    views = _pool_views(_pads(xp, x, ph, pw, -xp.inf), kh, kw, sh, sw, ho, wo)
+    xp.copyto(y, next(views)[2])
+    for _, _, v in views:
+        xp.maximum(y, v, out=y)
+    return y
+
+
+def max_pool2d_grad(xp, x, y, g, out=None, kernel=(2, 2), stride=(2, 2), padding=(0, 0)):
+    """Route each output's gradient to the first (row-major) maximum of its window."""
+    (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
+    n, c, h, wd = x.shape
+    ho, wo = y.shape[2:]
+    direct = out is not None and not ph and not pw
+    dx = out if direct else xp.empty((n, c, h + 2 * ph, wd + 2 * pw), g.dtype)
+    dx.fill(0)
+    taken = xp.zeros(y.shape, dtype=bool)
+    hit = xp.empty(y.shape, dtype=bool)
+    xpad = _pads(xp, x, ph, pw, -xp.inf)
+    for (_, _, xv), (_, _, dv) in zip(
+        _pool_views(xpad, kh, kw, sh, sw, ho, wo), _pool_views(dx, kh, kw, sh, sw, ho, wo)
+    ):
+        xp.equal(xv, y, out=hit)
+        hit &= ~taken
+        taken |= hit
+        dv += xp.where(hit, g, 0)
+    if direct:
+        return dx
+    res = dx[:, :, ph : ph + h, pw : pw + wd]
+    if out is None:
+        return xp.ascontiguousarray(res)
+    xp.copyto(out, res)
+    return out
+
+
+def avg_pool2d(xp, x, out=None, kernel=(2, 2), stride=(2, 2), padding=(0, 0)):
+    """Mean over each window, padding counted (torch's count_include_pad=True)."""
+    (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
+    n, c, h, wd = x.shape
+    ho, wo = out_size(h, kh, sh, ph, 1), out_size(wd, kw, sw, pw, 1)
+    y = out if out is not None else xp.empty((n, c, ho, wo), x.dtype)
+    views = _pool_views(_pads(xp, x, ph, pw), kh, kw, sh, sw, ho, wo)
+    xp.copyto(y, next(views)[2])
+    for _, _, v in views:
+        y += v
+    y *= 1.0 / (kh * kw)
+    return y
+
+
+def avg_pool2d_grad(xp, g, out=None, in_size=(0, 0), kernel=(2, 2), stride=(2, 2), padding=(0, 0)):
+    (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
+    n, c, ho, wo = g.shape
+    h, wd = in_size
+    direct = out is not None and not ph and not pw
+    dx = out if direct else xp.empty((n, c, h + 2 * ph, wd + 2 * pw), g.dtype)
+    dx.fill(0)
+    share = g * (1.0 / (kh * kw))
+    for _, _, dv in _pool_views(dx, kh, kw, sh, sw, ho, wo):
+        dv += share
+    if direct:
+        return dx
+    res = dx[:, :, ph : ph + h, pw : pw + wd]
+    if out is None:
+        return xp.ascontiguousarray(res)
+    xp.copyto(out, res)
+    return out

@@ -1,0 +1,198 @@
+"""Array kernels of the recurrent scans and their backward passes (BPTT in one call).
+
+The input projection `xw = x @ W + b` is computed outside the scan (one big GEMM); a scan
+loops over time with one [B, H] @ [H, kH] GEMM per step. The backward kernels recompute
+the gates of every step at once from the stored states (one GEMM over all of B*T), then
+run the reverse loop, again one GEMM per step.
+
+LSTM gates are in PyTorch's order i, f, g, o; GRU gates r, z, n with
+n = tanh(xw_n + r * (h @ U_n + bu_n)) as in torch.nn.GRU.
+"""
+
+from __future__ import annotations
+
+
+def sigmoid(xp, x, out=None):
+    """1 / (1 + e^-x) as (1 + tanh(x/2)) / 2: no overflow for any x."""
+    r = xp.multiply(x, 0.5, out=out)
+    xp.tanh(r, out=r)
+    r += 1.0
+    r *= 0.5
+    return r
+
+
+def _lstm_gate_scales(xp, h, dtype):
+    """Per-column a, b with gate = a * tanh(a * z) + b: sigmoid for i, f, o and tanh for g."""
+    a = xp.full(4 * h, 0.5, dtype=dtype)
+    a[2 * h : 3 * h] = 1.0
+    b = xp.full(4 * h, 0.5, dtype=dtype)
+    b[2 * h : 3 * h] = 0.0
+    return a, b
+
+
+def _lstm_gates(xp, z, a, b):
+    """Activate pre-activations z[..., 4H] in place: i, f, o sigmoid; g tanh."""
+    z *= a
+    xp.tanh(z, out=z)
+    z *= a
+    z += b
+    return z
+
+
+def lstm_scan(xp, xw, u, h0, c0, out=None):
+    bsz, steps, h4 = xw.shape
+    h = h4 // 4
+    y = out if out is not None else xp.empty((bsz, steps, 2, h), xw.dtype)
+    a, b = _lstm_gate_scales(xp, h, xw.dtype)
+    z = xp.empty((bsz, h4), xw.dtype)
+    tmp = xp.empty((bsz, h), xw.dtype)
+    hprev, cprev = h0, c0
+    for t in range(steps):
+        xp.matmul(hprev, u, out=z)
+        z += xw[:, t]
+        _lstm_gates(xp, z, a, b)
+        i, f, g, o = z[:, :h], z[:, h : 2 * h], z[:, 2 * h : 3 * h], z[:, 3 * h :]
+        c = y[:, t, 1]
+        xp.multiply(f, cprev, out=c)
+        xp.multiply(i, g, out=tmp)
+        c += tmp
+        hn = y[:, t, 0]
+        xp.tanh(c, out=hn)
+        hn *= o
+        hprev, cprev = hn, c
+    return y
+
+
+def _previous(xp, first, seq):
+    """[B, T, H] of the state before each step: first, seq[:, 0], ..., seq[:, T-2]."""
+    return xp.concatenate([first[:, None], seq[:, :-1]], axis=1)
+
+
+def lstm_scan_grad(xp, xw, u, h0, c0, y, g, out=None):
+    """[B, T+1, 4H]: rows 0..T-1 d(loss)/d(xw); row T holds [dh0, dc0, 0, 0]."""
+    bsz, steps, h4 = xw.shape
+    h = h4 // 4
+    hs, cs = y[:, :, 0], y[:, :, 1]
+    hprev, cprev = _previous(xp, h0, hs), _previous(xp, c0, cs)
+    gates = xp.matmul(hprev.reshape(-1, h), u).reshape(bsz, steps, h4)
+    gates += xw
+    _lstm_gates(xp, gates, *_lstm_gate_scales(xp, h, xw.dtype))
+    i, f, gg, o = (gates[..., k * h : (k + 1) * h] for k in range(4))
+    tc = xp.tanh(cs)
+    # d z / d gate: sigmoid' = s(1-s), tanh' = 1-t^2 (all steps at once)
+    dsig = gates * (1.0 - gates)
+    dsig[..., 2 * h : 3 * h] = 1.0 - gg * gg
+    dc_from_h = o * (1.0 - tc * tc)
+    res = out if out is not None else xp.empty((bsz, steps + 1, h4), xw.dtype)
+    dh = xp.zeros((bsz, h), xw.dtype)
+    dc = xp.zeros((bsz, h), xw.dtype)
+    dht = xp.empty((bsz, h), xw.dtype)
+    ut = xp.ascontiguousarray(u.T)
+    for t in range(steps - 1, -1, -1):
+        xp.add(g[:, t, 0], dh, out=dht)
+        dc += g[:, t, 1]
+        dc += dht * dc_from_h[:, t]
+        dz = res[:, t]
+        xp.multiply(dc, gg[:, t], out=dz[:, :h])
+        xp.multiply(dc, cprev[:, t], out=dz[:, h : 2 * h])
+        xp.multiply(dc, i[:, t], out=dz[:, 2 * h : 3 * h])
+        xp.multiply(dht, tc[:, t], out=dz[:, 3 * h :])
+        dz *= dsig[:, t]
+        xp.matmul(dz, ut, out=dh)
+        dc *= f[:, t]
+    last = res[:, steps]
+    last[:, :h] = dh
+    last[:, h : 2 * h] = dc
+    last[:, 2 * h :] = 0
+    return res
+
+
+def gru_scan(xp, xw, u, bu, h0, out=None):
+    bsz, steps, h3 = xw.shape
+    h = h3 // 3
+    y = out if out is not None else xp.empty((bsz, steps, h), xw.dtype)
+    hu = xp.empty((bsz, h3), xw.dtype)
+    rz = xp.empty((bsz, 2 * h), xw.dtype)
+    hprev = h0
+    for t in range(steps):
+        xp.matmul(hprev, u, out=hu)
+        hu += bu
+        xt = xw[:, t]
+        xp.add(xt[:, : 2 * h], hu[:, : 2 * h], out=rz)
+        sigmoid(xp, rz, out=rz)
+        r, z = rz[:, :h], rz[:, h:]
+        hn = y[:, t]
+        xp.multiply(r, hu[:, 2 * h :], out=hn)
+        hn += xt[:, 2 * h :]
+        xp.tanh(hn, out=hn)  # n
+        # h' = n + z (h - n)
+        hu[:, :h] = hprev  # reuse the r-part of hu as scratch
+        hu[:, :h] -= hn
+        hu[:, :h] *= z
+        hn += hu[:, :h]
+        hprev = hn
+    return y
+
+
+def gru_scan_grad(xp, xw, u, bu, h0, y, g, out=None):
+    """[B, T+1, 2, 3H]: [:, :T, 0] d/d(xw), [:, :T, 1] d/d(h @ u + bu), [:, T, 0, :H] dh0."""
+    bsz, steps, h3 = xw.shape
+    h = h3 // 3
+    hprev = _previous(xp, h0, y)
+    hu = xp.matmul(hprev.reshape(-1, h), u).reshape(bsz, steps, h3)
+    hu += bu
+    rz = sigmoid(xp, xw[..., : 2 * h] + hu[..., : 2 * h])
+    r, z = rz[..., :h], rz[..., h:]
+    n = xp.tanh(xw[..., 2 * h :] + r * hu[..., 2 * h :])
+    # per-step factors that do not depend on the incoming gradient
+    a_n = (1.0 - z) * (1.0 - n * n)  # dh -> d n_pre
+    a_z = (hprev - n) * z * (1.0 - z)  # dh -> d z_pre
+    a_r = hu[..., 2 * h :] * r * (1.0 - r)  # d n_pre -> d r_pre
+    res = out if out is not None else xp.empty((bsz, steps + 1, 2, h3), xw.dtype)
+    dh = xp.zeros((bsz, h), xw.dtype)
+    dht = xp.empty((bsz, h), xw.dtype)
+    ut = xp.ascontiguousarray(u.T)
+    for t in range(steps - 1, -1, -1):
+        xp.add(g[:, t], dh, out=dht)
+        dx, dhu = res[:, t, 0], res[:, t, 1]
+        dn = xp.multiply(dht, a_n[:, t], out=dx[:, 2 * h :])
+        xp.multiply(dht, a_z[:, t], out=dx[:, h : 2 * h])
+        xp.multiply(dn, a_r[:, t], out=dx[:, :h])
+        dhu[:, : 2 * h] = dx[:, : 2 * h]
+        xp.multiply(dn, r[:, t], out=dhu[:, 2 * h :])
+        xp.matmul(dhu, ut, out=dh)
+        dht *= z[:, t]
+        dh += dht
+    last = res[:, steps]
+    last[...] = 0
+    last[:, 0, :h] = dh
+    return res
+
+
+def rnn_scan(xp, xw, u, h0, out=None):
+    bsz, steps, h = xw.shape
+    y = out if out is not None else xp.empty((bsz, steps, h), xw.dtype)
+    hprev = h0
+    for t in range(steps):
+        hn = y[:, t]
+        xp.matmul(hprev, u, out=hn)
+        hn += xw[:, t]
+        xp.tanh(hn, out=hn)
+        hprev = hn
+    return y
+
+
+def rnn_scan_grad(xp, u, y, g, out=None):
+    """[B, T+1, H]: rows 0..T-1 d/d(xw), row T dh0."""
+    bsz, steps, h = y.shape
+    res = out if out is not None else xp.empty((bsz, steps + 1, h), y.dtype)
+    dtanh = 1.0 - y * y
+    dh = xp.zeros((bsz, h), y.dtype)
+    ut = xp.ascontiguousarray(u.T)
+    for t in range(steps - 1, -1, -1):
+        d = res[:, t]
+        xp.add(g[:, t], dh, out=d)
+        d *= dtanh[:, t]
+        xp.matmul(d, ut, out=dh)
+    res[:, steps] = dh
+    return res
