@@ -10,6 +10,7 @@ every optimizer here).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -53,22 +54,38 @@ def _concrete_shape(graph: Graph, name: str, nid: int) -> tuple[int, ...]:
 class ParamStore:
     """The parameters (and their gradients) of a model, shared by its executors."""
 
-    def __init__(self, graph: Graph, xp=np, float_dtype: str = "f32", seed: int = 0):
+    def __init__(
+        self,
+        graph: Graph,
+        xp=np,
+        float_dtype: str = "f32",
+        seed: int = 0,
+        extra: Iterable[Graph] = (),
+    ):
+        """Parameters of `graph` (gradients from its `grads`), plus any other parameter of
+        the `extra` graphs (the other mode of the same model)."""
         self.xp = xp
         self.float_dtype = float_dtype
         self.seed = seed
         with_grad = [n for n in graph.params if n in graph.grads]
         rest = [n for n in graph.params if n not in graph.grads]
+        owner = dict.fromkeys(graph.params, graph)
+        for other in extra:
+            for n in other.params:
+                if n not in owner:
+                    owner[n] = other
+                    rest.append(n)
         self.layout: dict[str, Slot] = {}
         self.spec: dict[str, tuple[str, tuple, object]] = {}  # name -> (init, init_args, span)
         ends: dict[str, int] = {}
         self.train_end: dict[str, int] = {}
         for names, region in ((with_grad, True), (rest, False)):
             for name in names:
-                nid = graph.params[name]
-                d = graph.data(nid)
+                g = owner[name]
+                nid = g.params[name]
+                d = g.data(nid)
                 dtype = run_dtype(d["type"].dtype, float_dtype)
-                shape = _concrete_shape(graph, name, nid)
+                shape = _concrete_shape(g, name, nid)
                 off = ends.get(dtype, 0)
                 slot = Slot(dtype, off, shape)
                 self.layout[name] = slot
@@ -95,9 +112,20 @@ class ParamStore:
             value = initial_value(name, slot.shape, np_dtype(slot.dtype), init, args, seed, span)
             self.params[name][...] = self.xp.asarray(value)
 
+    def group_dtypes(self) -> list[str]:
+        """The dtypes that have trained parameters, in the order of `groups()`."""
+        return [dt for dt, n in self.train_end.items() if n]
+
     def groups(self) -> list[tuple[object, object]]:
         """(parameter region, gradient buffer) per dtype: what an optimizer updates."""
-        return [(self.flat[dt][:n], self.grad_flat[dt]) for dt, n in self.train_end.items() if n]
+        return [
+            (self.flat[dt][: self.train_end[dt]], self.grad_flat[dt]) for dt in self.group_dtypes()
+        ]
+
+    def split(self, arrays: list) -> dict[str, object]:
+        """Per-parameter views of flat arrays laid out like `groups()` (optimizer state)."""
+        by_dtype = dict(zip(self.group_dtypes(), arrays))
+        return {n: self._view(by_dtype, self.layout[n]) for n in self.grads}
 
     def trained(self) -> list[str]:
         """Names of the parameters that get gradients (and optimizer updates)."""

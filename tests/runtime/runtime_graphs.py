@@ -53,3 +53,28 @@ def blobs(n=256, features=4, classes=3, seed=0):
     y = rng.integers(0, classes, n)
     x = (centers[y] + rng.normal(0, 1, (n, features))).astype(np.float32)
     return {"x": x, "y": y.astype(np.int64)}
+
+
+def program(dropout=0.2, batchnorm_state=True, **train):
+    """A Program around the MLP: training graph with dropout, inference graph without."""
+    from dslc.ir.program import Program, TrainConfig
+
+    cfg = TrainConfig(**{"optimizer": "sgd", "optimizer_args": {"lr": 0.1, "momentum": 0.9},
+                         "epochs": 3, "batch": 16, "metrics": ["accuracy"], **train})  # fmt: skip
+    infer = mlp(batchnorm_state=batchnorm_state)
+    infer.updates.clear()  # inference leaves running statistics alone
+    return Program(
+        name="MLP",
+        file="mlp.nn",
+        hparams={},
+        train_graph=mlp(dropout=dropout, batchnorm_state=batchnorm_state),
+        infer_graph=infer,
+        train=cfg,
+        model_hash="0123456789abcdef",
+    )
+
+
+def dataset(n=200, seed=0):
+    from dslc.runtime.data import Dataset
+
+    return Dataset(blobs(n, seed=seed), {"source": "blobs"})

@@ -1,0 +1,193 @@
+"""Checkpoints: one safetensors file with weights, optimizer state and the run's metadata.
+
+Tensors are `param/<name>` for every parameter (running statistics included) and
+`optim/<state>/<name>` for each optimizer state buffer of each trained parameter. The
+metadata (safetensors allows only strings) holds JSON values: `format`, `step`, `epoch`,
+`seed`, `model_hash`, the optimizer's name and settings, the training options and, for text
+models, the vocabulary.
+
+Writing is atomic: the bytes go to a temporary file in the same directory, which is flushed,
+fsynced and renamed over the old checkpoint, so a kill at any moment leaves either the old
+file or the new one. Reading never executes code (safetensors holds only arrays and strings).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from dslc.errors import CheckpointError
+
+FORMAT = "dslc-checkpoint-1"
+FILENAME = "checkpoint.safetensors"
+
+
+def checkpoint_path(where: str) -> str:
+    """The checkpoint file of a run directory (or the file itself)."""
+    if os.path.isdir(where) or where.endswith(("/", os.sep)):
+        return os.path.join(where, FILENAME)
+    return where
+
+
+def atomic_write(path: str, data: bytes) -> None:
+    """Replace `path` with `data` so that no reader ever sees a partial file."""
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    try:  # make the rename itself durable
+        dfd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    except OSError:
+        pass
+
+
+def _host(a) -> np.ndarray:
+    a = a.get() if hasattr(a, "get") and not isinstance(a, np.ndarray) else a  # cupy -> numpy
+    return np.ascontiguousarray(a)
+
+
+def save_checkpoint(
+    path: str,
+    params: Mapping[str, Any],
+    optim: Mapping[str, Mapping[str, Any]] | None = None,
+    meta: Mapping[str, Any] | None = None,
+) -> None:
+    """Write weights, optimizer state (state name -> param name -> array) and metadata."""
+    from safetensors.numpy import save
+
+    tensors = {f"param/{n}": _host(a) for n, a in params.items()}
+    for state, arrays in (optim or {}).items():
+        tensors.update({f"optim/{state}/{n}": _host(a) for n, a in arrays.items()})
+    metadata = {"format": FORMAT}
+    metadata.update({k: json.dumps(v) for k, v in (meta or {}).items()})
+    atomic_write(path, save(tensors, metadata=metadata))
+
+
+@dataclass
+class Checkpoint:
+    """A checkpoint read back: its tensors and its metadata (JSON values decoded)."""
+
+    path: str
+    meta: dict[str, Any]
+    params: dict[str, np.ndarray]
+    optim: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+
+    def field(self, name: str, kind: type | tuple = object):
+        """A metadata value; CheckpointError naming the file and field when absent or wrong."""
+        if name not in self.meta:
+            raise CheckpointError(f"{self.path}: the metadata has no field `{name}`")
+        v = self.meta[name]
+        if not isinstance(v, kind) or (kind is int and isinstance(v, bool)):
+            raise CheckpointError(f"{self.path}: metadata field `{name}` has a wrong value {v!r}")
+        return v
+
+
+def load_checkpoint(where: str) -> Checkpoint:
+    """Read a checkpoint file (or a run directory's); never executes anything from it."""
+    from safetensors import SafetensorError, safe_open
+
+    path = checkpoint_path(where)
+    if not os.path.exists(path):
+        if os.path.isdir(where):
+            raise CheckpointError(f"{where}: no {FILENAME} in this directory")
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        with safe_open(path, "numpy") as f:
+            raw = f.metadata() or {}
+            if raw.get("format") != FORMAT:
+                found = raw.get("format")
+                raise CheckpointError(
+                    f"{path}: not a dslc checkpoint (metadata field `format` is "
+                    + (f"{found!r}, expected {FORMAT!r})" if found else "missing)")
+                )
+            meta = {}
+            for k, v in raw.items():
+                if k == "format":
+                    continue
+                try:
+                    meta[k] = json.loads(v)
+                except json.JSONDecodeError:
+                    raise CheckpointError(f"{path}: metadata field `{k}` is not valid") from None
+            params: dict[str, np.ndarray] = {}
+            optim: dict[str, dict[str, np.ndarray]] = {}
+            for key in f.keys():
+                try:
+                    arr = f.get_tensor(key)
+                except SafetensorError as e:
+                    raise CheckpointError(f"{path}: tensor `{key}` cannot be read: {e}") from None
+                kind, _, rest = key.partition("/")
+                if kind == "param":
+                    params[rest] = arr
+                elif kind == "optim" and "/" in rest:
+                    state, _, name = rest.partition("/")
+                    optim.setdefault(state, {})[name] = arr
+                else:
+                    raise CheckpointError(f"{path}: unexpected tensor `{key}`")
+    except SafetensorError as e:
+        raise CheckpointError(f"{path}: truncated or corrupt checkpoint ({e})") from None
+    except OSError as e:
+        raise CheckpointError(f"{path}: cannot read the checkpoint ({e.strerror})") from None
+    return Checkpoint(path, meta, params, optim)
+
+
+def compare(
+    saved: Mapping[str, np.ndarray], model: Mapping[str, Any]
+) -> tuple[list[str], list[str], list[str]]:
+    """(added, removed, reshaped) parameters of the model relative to the checkpoint."""
+    added = [n for n in model if n not in saved]
+    removed = [n for n in saved if n not in model]
+    reshaped = [
+        f"{n}: {_desc(saved[n])} in the checkpoint, {_desc(model[n])} in the model"
+        for n in model
+        if n in saved and (saved[n].shape != model[n].shape or saved[n].dtype != model[n].dtype)
+    ]
+    return added, removed, reshaped
+
+
+def _desc(a) -> str:
+    return f"{np.dtype(a.dtype).name}{list(a.shape)}"
+
+
+def restore_params(
+    ckpt: Checkpoint, params: Mapping[str, Any], model_hash: str | None = None, xp=np
+) -> None:
+    """Copy the checkpoint's weights into `params`; a changed model is reported as a whole."""
+    added, removed, reshaped = compare(ckpt.params, params)
+    if added or removed or reshaped:
+        notes = []
+        if added:
+            notes.append("added in the model: " + ", ".join(added))
+        if removed:
+            notes.append("removed from the model: " + ", ".join(removed))
+        notes += [f"reshaped: {r}" for r in reshaped]
+        saved_hash = ckpt.meta.get("model_hash")
+        if model_hash and saved_hash and saved_hash != model_hash:
+            notes.append(f"model hash {model_hash[:12]}, checkpoint trained from {saved_hash[:12]}")
+        raise CheckpointError(
+            f"{ckpt.path}: the checkpoint does not fit the model: "
+            f"{len(added)} parameter(s) added, {len(removed)} removed, {len(reshaped)} reshaped",
+            notes=notes,
+            hint="evaluate with the model file (and --set overrides) the run was trained with",
+        )
+    for name, dst in params.items():
+        dst[...] = xp.asarray(ckpt.params[name])
