@@ -32,7 +32,11 @@ EMITS = ("summary", "ir", "json", "dot")
 )
 @click.option("--passes", "show_passes", is_flag=True, help="Show what each pass changed.")
 @click.option("--after", metavar="PASS", help="Run the pass pipeline up to and including PASS.")
-@click.option("--explain", is_flag=True, help="Map fused kernels to source lines; say why not.")
+@click.option(
+    "--explain",
+    is_flag=True,
+    help="List fused kernels with their source lines, and the fusions not made, with why.",
+)
 @click.option(
     "--depth", type=click.IntRange(min=1), default=2, show_default=True, help="Summary depth."
 )

@@ -16,14 +16,7 @@ import numpy as np
 from dslc.errors import Span
 from dslc.ir.dims import Dim, numel
 from dslc.ir.graph import Graph
-from dslc.ir.summary import (
-    activation_bytes,
-    nbytes,
-    node_flops,
-    param_totals,
-    symbols,
-    total_flops,
-)
+from dslc.ir.summary import activation_bytes, all_flops, dim_sum, nbytes, param_totals, symbols
 from dslc.ir.types import dtype_name
 
 VERSION = "1.0"
@@ -93,7 +86,7 @@ def flops_terms(d: Dim) -> list[dict]:
     return [{"coef": c, "dims": {s: p for s, p in m}} for m, c in items]
 
 
-def _node(graph: Graph, nid: int) -> dict:
+def _node(graph: Graph, nid: int, flops: Dim) -> dict:
     d = graph.data(nid)
     attrs = {k: value_json(v) for k, v in d["attrs"].items() if k != "body"}
     out = {
@@ -105,11 +98,11 @@ def _node(graph: Graph, nid: int) -> dict:
         "scope": d.get("scope") or "",
         "attrs": attrs,
         "source": source_json(d.get("span")),
-        "flops": str(node_flops(graph, nid)),
+        "flops": str(flops),
     }
     body = d["attrs"].get("body") if d["op"] == "fused" else None
     if isinstance(body, Graph):
-        out["body"] = _graph_core(body)
+        out["body"] = _graph_core(body, all_flops(body))
     return out
 
 
@@ -118,7 +111,7 @@ def _typed(graph: Graph, nid: int) -> dict:
     return {"node": nid, "shape": shape_json(t.shape), "dtype": t.dtype}
 
 
-def _graph_core(graph: Graph) -> dict:
+def _graph_core(graph: Graph, flops: dict[int, Dim]) -> dict:
     """nodes, edges, inputs, outputs: what a fused node's body carries too."""
     order = graph.topo_order()
     edges = [
@@ -127,7 +120,7 @@ def _graph_core(graph: Graph) -> dict:
         for k, src in enumerate(graph.data(nid)["inputs"])
     ]
     return {
-        "nodes": [_node(graph, n) for n in order],
+        "nodes": [_node(graph, n, flops[n]) for n in order],
         "edges": edges,
         "inputs": [
             {"name": name, **_typed(graph, nid), "role": graph.data(nid)["attrs"].get("role")}
@@ -147,7 +140,8 @@ def to_json_obj(
     hparams: Mapping | None = None,
 ) -> dict:
     """The graph as a JSON-able dict with the keys (and key order) of docs/ir-json.md."""
-    core = _graph_core(graph)
+    node_flops = all_flops(graph)
+    core = _graph_core(graph, node_flops)
     trainable = set(graph.trainable_params())
     params = []
     for pname, nid in graph.params.items():
@@ -166,10 +160,10 @@ def to_json_obj(
             }
         )
     tr, non = param_totals(graph)
-    flops = total_flops(graph)
+    flops = dim_sum(node_flops.values())
     syms = symbols(graph)
     at = {s: 1 for s in syms}
-    param_bytes = sum((nbytes(graph.data(n)["type"]) for n in graph.params.values()), Dim())
+    param_bytes = dim_sum(nbytes(graph.data(n)["type"]) for n in graph.params.values())
     return {
         "version": VERSION,
         "model": {

@@ -33,7 +33,8 @@ def format_value(v) -> str:
     if isinstance(v, int | np.integer):
         return str(int(v))
     if isinstance(v, float | np.floating):
-        return repr(float(v))
+        r = repr(float(v))  # exact when short; 6 significant digits beyond (the JSON is exact)
+        return r if len(r) <= 10 else f"{float(v):.6g}"
     if isinstance(v, str):
         return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
     if isinstance(v, tuple | list):

@@ -19,6 +19,15 @@ GRAPH_LEVEL = ("input", "param", "const")
 # --- costs ---------------------------------------------------------------------------------
 
 
+def dim_sum(dims) -> Dim:
+    """The sum of many Dims, adding terms in place instead of building a Dim per step."""
+    terms: dict = {}
+    for d in dims:
+        for m, c in d.terms.items():
+            terms[m] = terms.get(m, 0) + c
+    return Dim(terms)
+
+
 def node_flops(graph: Graph, nid: int) -> Dim:
     """Floating-point operations of one node, from its primitive's `flops` rule."""
     d = graph.data(nid)
@@ -34,20 +43,22 @@ def node_flops(graph: Graph, nid: int) -> Dim:
     return to_dim(get_primitive(op).flops(in_types, d["type"], d["attrs"]))
 
 
+def all_flops(graph: Graph) -> dict[int, Dim]:
+    """Every node's FLOPs, by node id."""
+    return {nid: node_flops(graph, nid) for nid in graph.g.nodes}
+
+
+def total_flops(graph: Graph) -> Dim:
+    """FLOPs of one evaluation of the whole graph."""
+    return dim_sum(all_flops(graph).values())
+
+
 def body_ops(graph: Graph, nid: int) -> list:
     """The primitive nodes inside a fused node's body, in order (empty for other nodes)."""
     body = graph.data(nid)["attrs"].get("body")
     if not isinstance(body, Graph):
         return []
     return [body.node(n) for n in body.topo_order() if body.data(n)["op"] not in GRAPH_LEVEL]
-
-
-def total_flops(graph: Graph) -> Dim:
-    """FLOPs of one evaluation of the whole graph."""
-    total = Dim.const(0)
-    for nid in graph.g.nodes:
-        total = total + node_flops(graph, nid)
-    return total
 
 
 def nbytes(t: TensorType) -> Dim:
@@ -57,25 +68,18 @@ def nbytes(t: TensorType) -> Dim:
 
 def activation_bytes(graph: Graph) -> Dim:
     """Bytes of every intermediate result, as if none were freed or reused (an upper bound)."""
-    total = Dim.const(0)
-    for n in graph.nodes():
-        if n.op not in GRAPH_LEVEL:
-            total = total + nbytes(n.type)
-    return total
+    return dim_sum(nbytes(n.type) for n in graph.nodes() if n.op not in GRAPH_LEVEL)
 
 
 def param_totals(graph: Graph) -> tuple[Dim, Dim]:
     """(trainable, non-trainable) parameter counts; frozen params and running state are
     non-trainable."""
     trainable = set(graph.trainable_params())
-    tr = non = Dim.const(0)
-    for name, nid in graph.params.items():
-        n = numel(graph.data(nid)["type"].shape)
-        if name in trainable:
-            tr = tr + n
-        else:
-            non = non + n
-    return tr, non
+    counts = {name: numel(graph.data(nid)["type"].shape) for name, nid in graph.params.items()}
+    return (
+        dim_sum(n for name, n in counts.items() if name in trainable),
+        dim_sum(n for name, n in counts.items() if name not in trainable),
+    )
 
 
 def symbols(graph: Graph) -> list[str]:
@@ -146,90 +150,72 @@ def summarize(
 ) -> Summary:
     """Rows for every scope down to `depth` levels (None: all), in order of first use."""
     order = graph.topo_order()
-    pos = {nid: i for i, nid in enumerate(order)}
+    flops = all_flops(graph)
+    size = {
+        n: nbytes(graph.data(n)["type"]) for n in order if graph.data(n)["op"] not in GRAPH_LEVEL
+    }
     rows: dict[tuple, Row] = {}
-    first: dict[tuple, float] = {}
-    member: dict[int, list[tuple]] = {}  # node -> keys of the rows it counts in
+    first: dict[tuple, int] = {}
+    nodes_of: dict[tuple, list[int]] = {}
+    params_of: dict[tuple, list[Dim]] = {}
 
-    def row_for(key: tuple, label: str, level: int, at: float) -> Row:
-        if key not in rows:
-            rows[key] = Row(label, level)
-            first[key] = at
-        first[key] = min(first[key], at)
-        return rows[key]
+    def keys(path: tuple, at: int) -> list[tuple]:
+        """The rows a node at scope `path` counts in: each prefix down to `depth`."""
+        lim = len(path) if depth is None else min(depth, len(path))
+        out = [path[:k] for k in range(1, lim + 1)]
+        for k in out:
+            if k not in rows:
+                rows[k], first[k] = Row(".".join(k), len(k) - 1), at
+        return out
 
-    run = 0  # top-level ops between two scoped ones form one row
-    last_top = False
-    for nid in order:
+    run = None  # the row of the current run of model-level ops
+    for at, nid in enumerate(order):
         d = graph.data(nid)
+        if d["op"] == "param":  # parameters count where their name puts them: `layers.0.W`
+            name_ = d["attrs"]["name"]
+            path = scope_path(name_.rpartition(".")[0]) or ("(parameters)",)
+            for k in keys(path, at):
+                params_of.setdefault(k, []).append(numel(d["type"].shape))
         if d["op"] in GRAPH_LEVEL:
             continue
         path = scope_path(d.get("scope") or "")
-        keys = []
-        if not path:
-            if not last_top:
-                run += 1
-            last_top = True
-            keys.append(("", run))
-            row_for(keys[-1], "", 0, pos[nid])
+        if path:
+            run = None
+            ks = keys(path, at)
         else:
-            last_top = False
-            lim = len(path) if depth is None else min(depth, len(path))
-            for k in range(1, lim + 1):
-                keys.append(path[:k])
-                row_for(path[:k], ".".join(path[:k]), k - 1, pos[nid])
-        member[nid] = keys
-        flops = node_flops(graph, nid)
-        act = nbytes(d["type"])
-        for key in keys:
-            r = rows[key]
-            r.ops += 1
-            r.flops = r.flops + flops
-            r.activations = r.activations + act
+            if run is None:
+                run = ("", at)
+                rows[run], first[run] = Row("", 0), at
+            ks = [run]
+        for k in ks:
+            nodes_of.setdefault(k, []).append(nid)
 
-    # top-level runs are labelled by their ops: `(reshape)`, `(log_softmax, take_along, mean)`
-    for key, r in rows.items():
-        if key and key[0] == "":
-            ops = [graph.data(n)["op"] for n, ks in member.items() if key in ks]
-            names = list(dict.fromkeys(ops))
-            r.label = "(" + ", ".join(names[:4]) + (", ..." if len(names) > 4 else "") + ")"
-
-    # parameters count where their name puts them: `layers.0.W` belongs to `layers.0`
-    for pname, nid in graph.params.items():
-        path = scope_path(pname.rpartition(".")[0])
-        n = numel(graph.data(nid)["type"].shape)
-        lim = len(path) if depth is None else min(depth, len(path))
-        if lim == 0:
-            key = ("", "params")
-            row_for(key, "(parameters)", 0, pos[nid])
-            rows[key].params = rows[key].params + n
-        for k in range(1, lim + 1):
-            r = row_for(path[:k], ".".join(path[:k]), k - 1, pos[nid])
-            r.params = r.params + n
-
-    # a row's output: its last result that something outside the row (or a table) reads
     roots = set(graph.roots())
-    for key, r in rows.items():
-        nodes = [n for n, ks in member.items() if key in ks]
+    for k, r in rows.items():
+        nodes = nodes_of.get(k, [])
+        r.ops = len(nodes)
+        r.flops = dim_sum(flops[n] for n in nodes)
+        r.activations = dim_sum(size[n] for n in nodes)
+        r.params = dim_sum(params_of.get(k, []))
+        if k[0] == "":  # a run of model-level ops is named by them: `(log_softmax, mean)`
+            ops = list(dict.fromkeys(graph.data(n)["op"] for n in nodes))
+            r.label = "(" + ", ".join(ops[:4]) + (", ..." if len(ops) > 4 else "") + ")"
+        # the row's output: its last result that something outside it (or a table) reads
         inside = set(nodes)
         escaping = [n for n in nodes if n in roots or any(u not in inside for u in graph.users(n))]
-        pick = escaping[-1:] if escaping else nodes[-1:]
-        r.outputs = [graph.data(n)["type"] for n in pick]
+        r.outputs = [graph.data(n)["type"] for n in (escaping or nodes)[-1:]]
 
-    ordered = [rows[k] for k in sorted(rows, key=lambda k: (first[k], rows[k].depth))]
     trainable, non = param_totals(graph)
-    param_bytes = sum((nbytes(graph.data(n)["type"]) for n in graph.params.values()), Dim())
-    input_bytes = sum((nbytes(graph.data(n)["type"]) for n in graph.inputs.values()), Dim())
     return Summary(
         name=name,
         mode=mode,
-        rows=ordered,
+        rows=[rows[k] for k in sorted(rows, key=lambda k: (first[k], rows[k].depth))],
         trainable=trainable,
         non_trainable=non,
-        flops=total_flops(graph),
-        activations=activation_bytes(graph),
-        param_bytes=param_bytes,
-        input_bytes=input_bytes,
+        flops=dim_sum(flops.values()),
+        activations=dim_sum(size.values()),
+        param_bytes=dim_sum(nbytes(graph.data(n)["type"]) for n in graph.params.values()),
+        input_bytes=dim_sum(nbytes(graph.data(n)["type"]) for n in graph.inputs.values()),
         symbols=symbols(graph),
     )
 

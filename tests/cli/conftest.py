@@ -15,12 +15,13 @@ from dslc.ir.program import Program, TrainConfig
 from dslc.ir.types import TensorType
 
 MODEL_TEXT = """\
-model TinyMLP(hidden = 32):
+model TinyMLP(hidden = 32) {
     input x: f32[N, 64]
     label y: i64[N]
     h = x |> dense(hidden) |> relu
     logits = h |> dense(10)
-    loss = cross_entropy(logits, y)
+    loss   cross_entropy(logits, y)
+}
 """
 N = Dim.sym("N")
 

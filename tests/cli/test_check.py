@@ -116,13 +116,16 @@ def test_examples_pass(path, dslc_cli):
 @needs_frontend
 def test_wrong_program(tmp_path, dslc_cli):
     bad = tmp_path / "bad.nn"
-    bad.write_text("model Bad:\n    input x: f32[N, 4]\n    y = x |> nosuchlayer(3)\n")
+    bad.write_text("model Bad {\n    input x: f32[N, 4]\n    output y = x |> nosuchlayer(3)\n}\n")
     r = dslc_cli("check", str(bad))
     assert r.exit_code == 1
+    assert r.stdout == ""
     assert "Traceback" not in r.output
-    first = r.stderr.splitlines()[0]
-    assert first.startswith(f"{bad}:3:")
-    assert "^" in r.stderr
+    assert r.stderr.splitlines()[:3] == [
+        f"{bad}:3:21: name error: unknown name `nosuchlayer`",
+        "   3 |     output y = x |> nosuchlayer(3)",
+        "                           ^^^^^^^^^^^",
+    ]
 
 
 def test_missing_file_is_a_usage_error(fake, tmp_path, dslc_cli):

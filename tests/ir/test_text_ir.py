@@ -129,3 +129,9 @@ def test_format_value():
     assert format_value((Dim.sym("B") * Dim.sym("T"), 64)) == "((B*T), 64)"
     assert format_value(((0, 1, Dim.sym("T"), 1),)) == "((0, 1, T, 1),)"
     assert format_value(np.array([1, 2], dtype=np.int64)) == "i64[2]{1, 2}"
+    assert [format_value(x) for x in (1.0, 0.125, 1e-05, 0.08838834764831843)] == [
+        "1.0",
+        "0.125",
+        "1e-05",
+        "0.0883883",
+    ]
