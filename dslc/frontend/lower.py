@@ -504,7 +504,11 @@ class Lowerer:
                     e.span,
                 )
             return self.apply_layer(func, args, ctx, e.span, label)
-        raise ValueError_(f"`{label}` is {kind_of(func)}, not a function", e.func.span)
+        hint = None
+        name = label.rsplit(".", 1)[-1]
+        if ctx.ns.lookup(name) is not None or B.lookup(name) is not None:
+            hint = f"the local name `{name}` hides the built-in `{name}`; rename the local one"
+        raise ValueError_(f"`{label}` is {kind_of(func)}, not a function", e.func.span, hint=hint)
 
     def call_repeat(self, args, kwargs, ctx: Ctx, e: A.Call):
         """`x |> repeat(n, Block(args), name = "layers")`."""
