@@ -47,6 +47,7 @@ EMITS = ("summary", "ir", "json", "dot")
 def compile_(model, sets, emit, mode, show_passes, after, explain, depth, output):
     """Compile MODEL and print its summary, IR (--emit ir|json|dot) or pass reports."""
     from dslc.frontend import load_program
+    from dslc.passes import run_pipeline
 
     program = load_program(model, parse_sets(sets))
     run_passes = bool(after or show_passes or explain)
@@ -54,35 +55,16 @@ def compile_(model, sets, emit, mode, show_passes, after, explain, depth, output
         mode = "infer" if (emit in (None, "summary") and not run_passes) else "train"
     graph = program.train_graph if mode == "train" else program.infer_graph
     stage = "lowered"
-    report: list = []
     if run_passes:
-        graph, report, stage = _run_pipeline(graph, after, need=show_passes or explain)
-    if show_passes:
-        _print(_passes_table(report))
-    if explain:
-        click.echo(explanation(graph, program.sources))
-    if emit is None and run_passes and (show_passes or explain):
+        graph, reports = run_pipeline(graph, until=after, report=True)
+        stage = reports[-1].name
+        if show_passes:
+            _print(_passes_table(reports))
+        if explain:
+            click.echo(explanation(graph, program.sources))
+    if emit is None and (show_passes or explain):
         return
     _emit(emit or "summary", graph, program, mode, stage, depth, output)
-
-
-def _run_pipeline(graph, after: str | None, need: bool):
-    """(graph after the pipeline, per-pass reports, stage name)."""
-    from dslc import passes
-    from dslc.errors import ConfigError
-
-    run_pipeline = getattr(passes, "run_pipeline", None)
-    if run_pipeline is None:
-        if need:
-            raise ConfigError("the pass pipeline is not available in this build of dslc")
-        click.echo(
-            f"warning: unknown pass {after!r}: no pass pipeline is available yet; "
-            "showing the lowered graph",
-            err=True,
-        )
-        return graph, [], "lowered"
-    graph, reports = run_pipeline(graph, until=after, report=True)
-    return graph, reports, reports[-1].name if reports else "lowered"
 
 
 def _emit(emit, graph, program, mode, stage, depth, output) -> None:

@@ -128,6 +128,7 @@ class Summary:
     param_bytes: Dim
     input_bytes: Dim
     symbols: list[str]
+    backward: bool = False  # the graph holds gradients: its FLOPs are a whole training step
 
     @property
     def params(self) -> Dim:
@@ -217,6 +218,7 @@ def summarize(
         param_bytes=dim_sum(nbytes(graph.data(n)["type"]) for n in graph.params.values()),
         input_bytes=dim_sum(nbytes(graph.data(n)["type"]) for n in graph.inputs.values()),
         symbols=symbols(graph),
+        backward=bool(graph.grads),
     )
 
 
@@ -245,14 +247,19 @@ def render(s: Summary):
     totals = Table.grid(padding=(0, 2))
     totals.add_column(style="bold")
     totals.add_column()
-    totals.add_row("Parameters", f"{format_count(s.params)}  ({format_bytes(s.param_bytes)})")
-    totals.add_row("  trainable", format_count(s.trainable))
-    totals.add_row("  non-trainable", format_count(s.non_trainable))
-    totals.add_row("FLOPs per forward pass", s.flops.format())
-    totals.add_row("Activation memory", format_bytes(s.activations))
-    totals.add_row("Input memory", format_bytes(s.input_bytes))
+    flops = "FLOPs per training step" if s.backward else "FLOPs per forward pass"
+    lines = [
+        ("Parameters", f"{format_count(s.params)}  ({format_bytes(s.param_bytes)})"),
+        ("  trainable", format_count(s.trainable)),
+        ("  non-trainable", format_count(s.non_trainable)),
+        (flops, s.flops.format()),
+        ("Activation memory", format_bytes(s.activations)),
+        ("Input memory", format_bytes(s.input_bytes)),
+    ]
     if s.symbols:
-        totals.add_row("Symbolic sizes", ", ".join(s.symbols))
+        lines.append(("Symbolic sizes", ", ".join(s.symbols)))
+    for name, value in lines:
+        totals.add_row(name, Text(value))
     return Group(table, totals)
 
 

@@ -10,7 +10,7 @@ from ir_graphs import build_mlp
 from dslc.ir.dot import to_dot
 from dslc.ir.json_export import to_json
 from dslc.ir.printer import format_graph
-from dslc.ir.summary import summarize, total_flops
+from dslc.ir.summary import summarize, summary_text, total_flops
 from dslc.passes import run_pipeline
 
 
@@ -65,3 +65,5 @@ def test_dot_and_summary_of_fused_graph(fused):
     assert "fused: " in dot and dot.count("{") == dot.count("}")
     s = summarize(fused)
     assert s.trainable == 2410 and str(s.flops) == str(total_flops(fused))
+    text = summary_text(s)
+    assert "FLOPs per training step" in text and "forward pass" not in text
