@@ -107,8 +107,9 @@ def format_bytes(n: Dim) -> str:
 class Row:
     """One line of the summary: a scope (all nodes under it) or a run of top-level ops."""
 
-    label: str
+    label: str  # the last part of the scope (nested rows are indented under their parent)
     depth: int
+    scope: str = ""  # the full dotted scope; "" for runs of model-level ops
     ops: int = 0
     outputs: list[TensorType] = field(default_factory=list)
     params: Dim = field(default_factory=lambda: Dim.const(0))
@@ -166,7 +167,7 @@ def summarize(
         out = [path[:k] for k in range(1, lim + 1)]
         for k in out:
             if k not in rows:
-                rows[k], first[k] = Row(".".join(k), len(k) - 1), at
+                rows[k], first[k] = Row(k[-1], len(k) - 1, ".".join(k)), at
         return out
 
     run = None  # the row of the current run of model-level ops
