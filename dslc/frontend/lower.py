@@ -109,7 +109,8 @@ class Lowerer:
             self._poison(stmt, ctx)
         except DslcError as e:
             self.errors.append(e)
-            self._poison(stmt, ctx)
+            if not getattr(e, "keep_names", False):
+                self._poison(stmt, ctx)
         except _Return as r:
             self.errors.append(
                 NameError_("`return` is for blocks; a model names its results with `output`", r.span)
@@ -133,7 +134,7 @@ class Lowerer:
                 s.span,
             )
         if s.name in self.graph.inputs:
-            raise NameError_(f"input `{s.name}` is declared twice", s.span)
+            raise _dup(f"input `{s.name}` is declared twice", s.span)
         self._check_new(s.name, s.span, ctx)
         t = self.declared_type(s.type, ctx, what=f"input `{s.name}`")
         with self.b.at(span=s.span, scope=""):
@@ -146,7 +147,7 @@ class Lowerer:
         if s.name == "loss":
             raise NameError_("`loss` is reserved for the `loss` statement", s.span)
         if s.name in self.graph.outputs:
-            raise NameError_(f"output `{s.name}` is declared twice", s.span)
+            raise _dup(f"output `{s.name}` is declared twice", s.span)
         if s.value is None:
             v = self.lookup(s.name, s.span, ctx)
         else:
@@ -163,7 +164,7 @@ class Lowerer:
         if ctx.block is not None:
             raise NameError_("`loss` belongs in a model, not in a block", s.span)
         if "loss" in self.graph.outputs:
-            raise NameError_("a model has one `loss`; this is the second", s.span)
+            raise _dup("a model has one `loss`; this is the second", s.span)
         if isinstance(s.value, A.Call):
             func, args, kwargs, kwspans = self.call_parts(s.value, ctx)
             if args and isinstance(args[0], Tensor):
@@ -187,11 +188,13 @@ class Lowerer:
     def s_assign(self, s: A.AssignStmt, ctx: Ctx) -> None:
         for name in s.targets:
             if name in ctx.fixed:
-                raise NameError_(
+                err = NameError_(
                     f"`{name}` is a hyper-parameter and cannot be assigned",
                     s.span,
                     hint=f"give the derived value a new name: `let {name}2 = ...`",
                 )
+                err.keep_names = True
+                raise err
             if s.let:
                 self._check_new(name, s.span, ctx)
         if len(s.targets) == 1:
@@ -221,16 +224,18 @@ class Lowerer:
 
     def _check_new(self, name: str, span: Span, ctx: Ctx) -> None:
         if name in ctx.env and not isinstance(ctx.env[name], Poison):
-            raise NameError_(
+            err = NameError_(
                 f"`{name}` is already defined",
                 span,
                 hint="use a plain assignment `name = ...` to rebind it",
             )
+            err.keep_names = True  # the earlier definition stays valid
+            raise err
 
     def s_param(self, s: A.ParamStmt, ctx: Ctx) -> None:
         kw = "state" if s.state else "param"
         if s.name in ctx.params:
-            raise NameError_(f"{kw} `{s.name}` is declared twice in this block", s.span)
+            raise _dup(f"{kw} `{s.name}` is declared twice in this block", s.span)
         self._check_new(s.name, s.span, ctx)
         t = self.declared_type(s.type, ctx, what=f"{kw} `{s.name}`", concrete=True)
         init = self.ev_init(s.init, ctx, t)
@@ -279,9 +284,18 @@ class Lowerer:
             if isinstance(v, int | float | Dim | str | list) and not isinstance(v, bool):
                 notes.append(f"{name} = {show(v)}")
         where = ctx.where(s.span)
+        cls = AssertionFailed
         if ctx.builtin and ctx.block is not None:
             msg = f"{ctx.block.name}: {msg}"
-        raise AssertionFailed(msg, where, notes=notes)
+            names = _names_in(s.cond)
+            if names & {"dtype", "is_float"}:
+                cls = DTypeError
+            elif names & {"shape", "rank"}:
+                cls = ShapeError
+            else:
+                cls = ValueError_
+            notes = [] if cls is not ValueError_ else notes
+        raise cls(msg, where, notes=notes)
 
     def s_if(self, s: A.IfStmt, ctx: Ctx) -> None:
         cond = self.truth(self.ev(s.cond, ctx), s.cond.span, "`if`")
@@ -689,6 +703,10 @@ class Lowerer:
             result = r.value
             ret_span = r.span
         except DslcError as err:
+            if bdef.builtin and not ctx.builtin and isinstance(err, ShapeError | DTypeError):
+                if not err.notes:
+                    err.notes = [chain_text(t) for t in tensors]
+                err.hint = err.hint or _hint_for(tensors)
             if not builtin and span is not None and not any("called from" in n for n in err.notes):
                 err.notes.append(f"in block `{bdef.name}`, called from {span}")
             raise
@@ -699,7 +717,7 @@ class Lowerer:
         if bdef.ret is not None:
             t = self.need_tensor(result, inner.where(ret_span), f"the result of `{bdef.name}`")
             try:
-                self.unify(bdef.ret, t, inner, f"`{bdef.name}` declares it returns", None)
+                self.unify(bdef.ret, t, inner, f"`{bdef.name}` declares it returns", None, True)
             except DslcError as err:
                 err.span = site if builtin else ret_span
                 raise
@@ -748,7 +766,7 @@ class Lowerer:
             hint=f"did you mean `{close[0]}`?" if close else None,
         )
 
-    def unify(self, pat: A.TypePat, t: Tensor, ctx: Ctx, prefix: str, span: Span | None):
+    def unify(self, pat, t: Tensor, ctx: Ctx, prefix: str, span, check_ellipsis=False):
         """Match a tensor against a signature type, binding pattern names in `ctx`."""
         if pat.dtype in DTYPES:
             ok = t.type.dtype == pat.dtype
@@ -760,7 +778,11 @@ class Lowerer:
         where = ctx.where(span) if span is not None else None
 
         def fail(msg_tail: str, cls=ShapeError):
-            notes = [chain_text(t) + f" -> {prefix.split('`')[1]} expects {pat_text}"]
+            what = prefix.split("`")[1]
+            if check_ellipsis:
+                notes = [chain_text(t) + f", returned by {what} which declares {pat_text}"]
+            else:
+                notes = [chain_text(t) + f" -> {what} expects {pat_text}"]
             known = [
                 f"{n} = {show(ctx.env[n])}"
                 for n in sorted(_names_in_pat(pat))
@@ -784,12 +806,13 @@ class Lowerer:
             if len(shape) < len(before) + len(after):
                 raise fail(f": rank {len(shape)} is less than {len(before) + len(after)}")
             mid = shape[len(before) : len(shape) - len(after)]
-            if ctx.ellipsis is not None and tuple(ctx.ellipsis) != tuple(mid):
+            if check_ellipsis and ctx.ellipsis is not None and tuple(ctx.ellipsis) != tuple(mid):
                 raise fail(
                     f": `...` is {_shape_text(mid)} here but {_shape_text(ctx.ellipsis)} "
-                    "for an earlier input"
+                    "for the input"
                 )
-            ctx.ellipsis = mid
+            if ctx.ellipsis is None:
+                ctx.ellipsis = mid
             pairs = list(zip(before, shape[: len(before)])) + list(
                 zip(after, shape[len(shape) - len(after) :])
             )
@@ -864,6 +887,13 @@ class Lowerer:
 
 
 # --- helpers ---------------------------------------------------------------------------------
+
+
+def _dup(msg: str, span: Span) -> NameError_:
+    """A duplicate definition: the first one stays valid, so later uses stay checked."""
+    err = NameError_(msg, span)
+    err.keep_names = True
+    return err
 
 
 def _norm(v):

@@ -131,13 +131,22 @@ def _syntax_error(e: UnexpectedInput, text: str, file: str) -> SyntaxError_:
     msg = f"unexpected {what}; expected {expected_words(exp)}"
     end_col = (tok.end_column or col + 1) if tok.end_line == tok.line else col + 1
     hint = None
-    if tok.type == "NAME" and tok.value in ("def", "class", "fn", "function", "layer"):
+    if str(tok.value) in ("def", "class", "fn", "function", "layer", "fun"):
         hint = "definitions start with `model`, `block`, `train` or `import`"
     elif tok.type == "EQUAL" and "COMP_OP" in exp:
         hint = "use `==` to compare"
-    elif tok.type in ("INPUT", "LABEL", "OUTPUT", "LOSS") and tok.value:
+    elif exp & {"RPAR", "RSQB"} and _starts_line(text, tok):
+        hint = "a bracket opened on an earlier line is not closed"
+    elif tok.type.isupper() and tok.value.isidentifier() and "NAME" in exp:
         hint = f"`{tok.value}` is a keyword and cannot be used as a name here"
     return SyntaxError_(msg, Span(file, tok.line, tok.column, tok.end_line, end_col), hint=hint)
+
+
+def _starts_line(text: str, tok: Token) -> bool:
+    lines = text.splitlines()
+    if not 1 <= tok.line <= len(lines):
+        return False
+    return lines[tok.line - 1][: tok.column - 1].strip() == ""
 
 
 def _token_words(tok: Token) -> str:

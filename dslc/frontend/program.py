@@ -44,6 +44,8 @@ def load_program(
         program = None
     if errors:
         errors = _dedupe(errors)
+        main = str(path)
+        errors.sort(key=lambda e: _position(e, main))
         if len(errors) == 1:
             raise errors[0]
         raise ErrorList(errors)
@@ -64,6 +66,13 @@ def check(
         raise
     except DslcError as e:
         raise ErrorList([e]) from None
+
+
+def _position(e: DslcError, main: str):
+    s = e.span
+    if s is None:
+        return (0, "", 0, 0)
+    return (1 if s.file == main else 2, s.file, s.line, s.col)
 
 
 def _dedupe(errors: list[DslcError]) -> list[DslcError]:
@@ -91,12 +100,10 @@ def _load(path, overrides, allow, errors: list[DslcError]) -> Program | None:
         return None
     cfg, field_spans = build_config(tdef, os.path.dirname(os.path.abspath(path)), hparams, errors)
     apply_train_overrides(cfg, tr_over)
-    if errors:
-        return None
 
     train_lw = Lowerer(training=True)
     train_graph = train_lw.lower_model(mdef, ns, hparams)
-    if train_lw.errors:
+    if train_lw.errors or errors:
         errors.extend(train_lw.errors)
         return None
     infer_lw = Lowerer(training=False)
@@ -180,6 +187,7 @@ def A_span(path: str):
 def _eval_hparams(mdef: A.ModelDef, ns: ModuleNS, over: dict[str, Any], errors):
     lw = Lowerer(training=True)
     ctx = Ctx(env={}, scope="", ns=ns)
+    before = len(errors)
     out: dict[str, Any] = {}
     seen: set[str] = set()
     for hp in mdef.hparams:
@@ -219,7 +227,7 @@ def _eval_hparams(mdef: A.ModelDef, ns: ModuleNS, over: dict[str, Any], errors):
             continue
         ctx.env[hp.name] = v
         out[hp.name] = v
-    if errors:
+    if len(errors) > before:
         return None
     return out
 

@@ -160,7 +160,7 @@ def _args(name, pos, kws, allowed, what, span, hparams) -> dict[str, Any]:
 
 def _choose(name: str, table, what: str, span: Span) -> None:
     if name not in table:
-        close = difflib.get_close_matches(name, list(table), n=1)
+        close = difflib.get_close_matches(name, list(table), n=1, cutoff=0.5)
         raise NameError_(
             f"unknown {what} `{name}`; expected one of {', '.join(table)}",
             span,

@@ -16,7 +16,7 @@ from dslc.frontend import ast as A
 from dslc.ir.dims import Dim
 from dslc.ir.types import TensorType
 
-HIST_LEN = 7  # steps of the shape chain kept for messages
+HIST_LEN = 11  # steps of the shape chain kept for messages
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,7 @@ class Tensor:
         """A new tensor one step further along this one's chain."""
         hist = self.hist + (Step(label, type, flag, line),)
         if len(hist) > HIST_LEN:
-            hist = hist[:1] + (Step("...", None),) + hist[-(HIST_LEN - 2) :]
+            hist = hist[:3] + (Step("...", None),) + hist[-(HIST_LEN - 4) :]
             hist = _dedupe_dots(hist)
         return Tensor(nid, type, hist)
 
