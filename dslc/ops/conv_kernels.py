@@ -41,16 +41,21 @@ def conv2d(xp, x, w, out=None, stride=(1, 1), padding=(0, 0), dilation=(1, 1), g
     ck, p = cg * kh * kw, ho * wo
     cols = _windows(xp, _pads(xp, x, ph, pw), kh, kw, sh, sw, dh, dw, ho, wo)
     w2 = w.reshape(groups, o // groups, ck)
-    y = out if out is not None and out.flags.c_contiguous else xp.empty((n, o, ho, wo), x.dtype)
-    y4 = y.reshape(n, groups, o // groups, p)
+    direct = out is not None and out.flags.c_contiguous
+    y = out.reshape(n, o, p) if direct else xp.empty((n, o, p), x.dtype)
     step = _chunk(n, c * kh * kw * p)
     for n0 in range(0, n, step):
-        chunk = cols[n0 : n0 + step].reshape(-1, groups, ck, p)
-        xp.matmul(w2, chunk, out=y4[n0 : n0 + step])
-    if out is not None and y is not out:
-        xp.copyto(out, y)
+        # one GEMM per chunk of m images: [G, O/G, CK] @ [G, CK, m*P]
+        chunk = cols[n0 : n0 + step]
+        m = chunk.shape[0]
+        flat = chunk.transpose(1, 2, 3, 0, 4, 5).reshape(groups, ck, m * p)
+        y[n0 : n0 + m] = xp.matmul(w2, flat).reshape(o, m, p).transpose(1, 0, 2)
+    if direct:
         return out
-    return y
+    if out is None:
+        return y.reshape(n, o, ho, wo)
+    xp.copyto(out, y.reshape(n, o, ho, wo))
+    return out
 
 
 def conv2d_grad_input(
@@ -60,29 +65,34 @@ def conv2d_grad_input(
     _, cg, kh, kw = w.shape
     h, wd = in_size
     (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
-    c, p = cg * groups, ho * wo
-    shape = (n, c, h + 2 * ph, wd + 2 * pw)
-    direct = out is not None and not ph and not pw
-    dx = out if direct else xp.empty(shape, g.dtype)
+    c, p, og = cg * groups, ho * wo, o // groups
+    padded = (n, c, h + 2 * ph, wd + 2 * pw)
+    direct = out is not None and not ph and not pw and out.flags.c_contiguous
+    dx = out if direct else xp.empty(padded, g.dtype)
     dx.fill(0)
-    # dcols[n, G, Cg*kh*kw, P] = W^T g, one GEMM per chunk of images
-    wt = xp.ascontiguousarray(w.reshape(groups, o // groups, cg * kh * kw).transpose(0, 2, 1))
-    g4 = g.reshape(n, groups, o // groups, p)
+    # dcols[G, kh, kw, Cg, m*P] = W^T g, one GEMM per chunk of m images; rows are ordered
+    # by kernel position so each position's slab is contiguous for its col2im add
+    wt = w.reshape(groups, og, cg, kh, kw).transpose(0, 3, 4, 2, 1)
+    wt = xp.ascontiguousarray(wt).reshape(groups, kh * kw * cg, og)
     step = _chunk(n, c * kh * kw * p)
     for n0 in range(0, n, step):
-        dcols = xp.matmul(wt, g4[n0 : n0 + step]).reshape(-1, c, kh, kw, ho, wo)
-        dst = dx[n0 : n0 + step]
+        gc = g[n0 : n0 + step]
+        m = gc.shape[0]
+        g2 = gc.transpose(1, 0, 2, 3).reshape(groups, og, m * p)
+        dcols = xp.matmul(wt, g2).reshape(groups, kh, kw, cg, m, ho, wo)
+        # the chunk of dx as [G, Cg, m, H, W] (a view)
+        dst = dx[n0 : n0 + m].transpose(1, 0, 2, 3).reshape(groups, cg, m, *padded[2:])
         for i in range(kh):
             for j in range(kw):
                 r, s = i * dh, j * dw
-                dst[:, :, r : r + (ho - 1) * sh + 1 : sh, s : s + (wo - 1) * sw + 1 : sw] += dcols[
-                    :, :, i, j
-                ]
+                rows = slice(r, r + (ho - 1) * sh + 1, sh)
+                cols = slice(s, s + (wo - 1) * sw + 1, sw)
+                dst[..., rows, cols] += dcols[:, i, j]
     if direct:
         return dx
     res = dx[:, :, ph : ph + h, pw : pw + wd]
     if out is None:
-        return xp.ascontiguousarray(res)
+        return xp.ascontiguousarray(res) if ph or pw else res
     xp.copyto(out, res)
     return out
 
@@ -140,16 +150,18 @@ def max_pool2d_grad(xp, x, y, g, out=None, kernel=(2, 2), stride=(2, 2), padding
     direct = out is not None and not ph and not pw
     dx = out if direct else xp.empty((n, c, h + 2 * ph, wd + 2 * pw), g.dtype)
     dx.fill(0)
-    taken = xp.zeros(y.shape, dtype=bool)
+    free = xp.ones(y.shape, dtype=bool)  # windows whose maximum is not found yet
     hit = xp.empty(y.shape, dtype=bool)
+    share = xp.empty(y.shape, dtype=g.dtype)
     xpad = _pads(xp, x, ph, pw, -xp.inf)
     for (_, _, xv), (_, _, dv) in zip(
         _pool_views(xpad, kh, kw, sh, sw, ho, wo), _pool_views(dx, kh, kw, sh, sw, ho, wo)
     ):
         xp.equal(xv, y, out=hit)
-        hit &= ~taken
-        taken |= hit
-        dv += xp.where(hit, g, 0)
+        hit &= free
+        free ^= hit
+        xp.multiply(g, hit, out=share)
+        dv += share
     if direct:
         return dx
     res = dx[:, :, ph : ph + h, pw : pw + wd]

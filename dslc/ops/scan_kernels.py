@@ -46,20 +46,21 @@ def lstm_scan(xp, xw, u, h0, c0, out=None):
     a, b = _lstm_gate_scales(xp, h, xw.dtype)
     z = xp.empty((bsz, h4), xw.dtype)
     tmp = xp.empty((bsz, h), xw.dtype)
-    hprev, cprev = h0, c0
+    # the state lives in contiguous buffers: BLAS refuses strided views and NumPy then
+    # falls back to a loop many times slower
+    hs, cs = xp.array(h0, copy=True), xp.array(c0, copy=True)
     for t in range(steps):
-        xp.matmul(hprev, u, out=z)
+        xp.matmul(hs, u, out=z)
         z += xw[:, t]
         _lstm_gates(xp, z, a, b)
         i, f, g, o = z[:, :h], z[:, h : 2 * h], z[:, 2 * h : 3 * h], z[:, 3 * h :]
-        c = y[:, t, 1]
-        xp.multiply(f, cprev, out=c)
+        cs *= f
         xp.multiply(i, g, out=tmp)
-        c += tmp
-        hn = y[:, t, 0]
-        xp.tanh(c, out=hn)
-        hn *= o
-        hprev, cprev = hn, c
+        cs += tmp
+        xp.tanh(cs, out=hs)
+        hs *= o
+        y[:, t, 0] = hs
+        y[:, t, 1] = cs
     return y
 
 
@@ -88,16 +89,17 @@ def lstm_scan_grad(xp, xw, u, h0, c0, y, g, out=None):
     dc = xp.zeros((bsz, h), xw.dtype)
     dht = xp.empty((bsz, h), xw.dtype)
     ut = xp.ascontiguousarray(u.T)
+    dz = xp.empty((bsz, h4), xw.dtype)  # contiguous, for BLAS
     for t in range(steps - 1, -1, -1):
         xp.add(g[:, t, 0], dh, out=dht)
         dc += g[:, t, 1]
         dc += dht * dc_from_h[:, t]
-        dz = res[:, t]
         xp.multiply(dc, gg[:, t], out=dz[:, :h])
         xp.multiply(dc, cprev[:, t], out=dz[:, h : 2 * h])
         xp.multiply(dc, i[:, t], out=dz[:, 2 * h : 3 * h])
         xp.multiply(dht, tc[:, t], out=dz[:, 3 * h :])
         dz *= dsig[:, t]
+        res[:, t] = dz
         xp.matmul(dz, ut, out=dh)
         dc *= f[:, t]
     last = res[:, steps]
@@ -113,24 +115,23 @@ def gru_scan(xp, xw, u, bu, h0, out=None):
     y = out if out is not None else xp.empty((bsz, steps, h), xw.dtype)
     hu = xp.empty((bsz, h3), xw.dtype)
     rz = xp.empty((bsz, 2 * h), xw.dtype)
-    hprev = h0
+    n = xp.empty((bsz, h), xw.dtype)
+    hs = xp.array(h0, copy=True)  # contiguous state, for BLAS
     for t in range(steps):
-        xp.matmul(hprev, u, out=hu)
+        xp.matmul(hs, u, out=hu)
         hu += bu
         xt = xw[:, t]
         xp.add(xt[:, : 2 * h], hu[:, : 2 * h], out=rz)
         sigmoid(xp, rz, out=rz)
         r, z = rz[:, :h], rz[:, h:]
-        hn = y[:, t]
-        xp.multiply(r, hu[:, 2 * h :], out=hn)
-        hn += xt[:, 2 * h :]
-        xp.tanh(hn, out=hn)  # n
+        xp.multiply(r, hu[:, 2 * h :], out=n)
+        n += xt[:, 2 * h :]
+        xp.tanh(n, out=n)
         # h' = n + z (h - n)
-        hu[:, :h] = hprev  # reuse the r-part of hu as scratch
-        hu[:, :h] -= hn
-        hu[:, :h] *= z
-        hn += hu[:, :h]
-        hprev = hn
+        hs -= n
+        hs *= z
+        hs += n
+        y[:, t] = hs
     return y
 
 
@@ -152,14 +153,16 @@ def gru_scan_grad(xp, xw, u, bu, h0, y, g, out=None):
     dh = xp.zeros((bsz, h), xw.dtype)
     dht = xp.empty((bsz, h), xw.dtype)
     ut = xp.ascontiguousarray(u.T)
+    dhu = xp.empty((bsz, h3), xw.dtype)  # contiguous, for BLAS
     for t in range(steps - 1, -1, -1):
         xp.add(g[:, t], dh, out=dht)
-        dx, dhu = res[:, t, 0], res[:, t, 1]
+        dx = res[:, t, 0]
         dn = xp.multiply(dht, a_n[:, t], out=dx[:, 2 * h :])
         xp.multiply(dht, a_z[:, t], out=dx[:, h : 2 * h])
         xp.multiply(dn, a_r[:, t], out=dx[:, :h])
         dhu[:, : 2 * h] = dx[:, : 2 * h]
         xp.multiply(dn, r[:, t], out=dhu[:, 2 * h :])
+        res[:, t, 1] = dhu
         xp.matmul(dhu, ut, out=dh)
         dht *= z[:, t]
         dh += dht
@@ -172,13 +175,14 @@ def gru_scan_grad(xp, xw, u, bu, h0, y, g, out=None):
 def rnn_scan(xp, xw, u, h0, out=None):
     bsz, steps, h = xw.shape
     y = out if out is not None else xp.empty((bsz, steps, h), xw.dtype)
-    hprev = h0
+    hs = xp.array(h0, copy=True)
+    nxt = xp.empty_like(hs)  # contiguous states, for BLAS
     for t in range(steps):
-        hn = y[:, t]
-        xp.matmul(hprev, u, out=hn)
-        hn += xw[:, t]
-        xp.tanh(hn, out=hn)
-        hprev = hn
+        xp.matmul(hs, u, out=nxt)
+        nxt += xw[:, t]
+        xp.tanh(nxt, out=nxt)
+        y[:, t] = nxt
+        hs, nxt = nxt, hs
     return y
 
 
@@ -188,11 +192,12 @@ def rnn_scan_grad(xp, u, y, g, out=None):
     res = out if out is not None else xp.empty((bsz, steps + 1, h), y.dtype)
     dtanh = 1.0 - y * y
     dh = xp.zeros((bsz, h), y.dtype)
+    d = xp.empty((bsz, h), y.dtype)  # contiguous, for BLAS
     ut = xp.ascontiguousarray(u.T)
     for t in range(steps - 1, -1, -1):
-        d = res[:, t]
         xp.add(g[:, t], dh, out=d)
         d *= dtanh[:, t]
+        res[:, t] = d
         xp.matmul(d, ut, out=dh)
     res[:, steps] = dh
     return res

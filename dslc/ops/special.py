@@ -2,7 +2,8 @@
 
 Cody, "Rational Chebyshev approximations for the error function", Math. Comp. 23 (1969),
 as in his CALERF routine: three ranges of |x|, each a ratio of polynomials, accurate to
-float64 rounding. CuPy has its own erf, used when `xp` is cupy.
+float64 rounding. float32 uses one cheaper rational function (abs. error below 5e-7).
+CuPy has its own erf, used when `xp` is cupy.
 """
 
 from __future__ import annotations
@@ -105,14 +106,44 @@ def _erfc_large(xp, y):
     return _scaled(xp, y, (_SQRPI - r) / y)
 
 
+# float32: one rational function on [-4, 4] (erf is +-1 in float32 beyond), as in Eigen
+_ALPHA32 = (-2.72614225801306e-10, 2.77068142495902e-08, -2.10102402082508e-06,
+            -5.69250639462346e-05, -7.34990630326855e-04, -2.95459980854025e-03,
+            -1.60960333262415e-02)  # fmt: skip
+_BETA32 = (-1.45660718464996e-05, -2.13374055278905e-04, -1.68282697438203e-03,
+           -7.37332916720468e-03, -1.42647390514189e-02)  # fmt: skip
+
+
+def _erf32(xp, x, out=None):
+    """erf for float32 and float16 arrays, to float32 rounding; computed in float32."""
+    v = xp.clip(x, -4.0, 4.0, dtype=np.float32)
+    x2 = v * v
+    num = xp.full_like(x2, _ALPHA32[0])
+    for c in _ALPHA32[1:]:
+        num *= x2
+        num += np.float32(c)
+    num *= v
+    den = xp.full_like(x2, _BETA32[0])
+    for c in _BETA32[1:]:
+        den *= x2
+        den += np.float32(c)
+    num /= den
+    if out is None:
+        return num.astype(x.dtype, copy=False)
+    xp.copyto(out, num, casting="unsafe")
+    return out
+
+
 def erf(xp, x, out=None):
-    """erf of a float array, elementwise; each element is computed in one range only."""
+    """erf of a float array, elementwise; float64 is computed in one Cody range per element."""
     if is_cupy(xp):
         from cupyx.scipy.special import erf as cupy_erf
 
         return cupy_erf(x) if out is None else xp.copyto(out, cupy_erf(x)) or out
     x = xp.asarray(x)
-    work = x.astype(np.float64) if x.dtype != np.float64 else x
+    if x.dtype != np.float64:
+        return _erf32(xp, x, out)
+    work = x
     res = xp.empty_like(work)
     ax = xp.abs(work)
     small = ax <= _THRESH
@@ -127,6 +158,6 @@ def erf(xp, x, out=None):
         r = (0.5 - erfc) + 0.5
         res[big] = xp.where(work[big] < 0, -r, r)
     if out is None:
-        return res.astype(x.dtype, copy=False)
+        return res
     xp.copyto(out, res, casting="unsafe")
     return out

@@ -190,3 +190,10 @@ def test_erf_matches_torch_and_math_erf():
     want = np.array([math.erf(v) for v in x])
     np.testing.assert_allclose(y, want, rtol=1e-14, atol=1e-16)
     np.testing.assert_allclose(y, torch.erf(t(x)).numpy(), rtol=1e-14, atol=1e-16)
+
+
+def test_float32_erf_is_close_to_torch():
+    x = np.concatenate([np.linspace(-6, 6, 12001), randn(1000) * 2]).astype(np.float32)
+    y, _ = run("erf", [x])
+    assert y.dtype == np.float32
+    np.testing.assert_allclose(y, torch.erf(t(x)).numpy(), rtol=0, atol=5e-7)
