@@ -20,6 +20,7 @@ from dslc.ir.graph import Graph
 
 INDENT = "  "
 MAX_INLINE_ELEMS = 8  # a constant array with more elements prints as `f32[64, 64]{...}`
+FUSED_SHOWN_BELOW = ("body", "members", "kinds")
 
 
 def format_value(v) -> str:
@@ -104,8 +105,8 @@ class _Printer:
         rhs = d["op"]
         if d["inputs"]:
             rhs += " " + ", ".join(self.ref(i) for i in d["inputs"])
-        # a fused node's body prints below it; its members are the body's equations again
-        attrs = format_attrs(d["attrs"], skip=("body", "members") if d["op"] == "fused" else ())
+        # a fused node's body prints below it; its members and kinds are read off that body
+        attrs = format_attrs(d["attrs"], skip=FUSED_SHOWN_BELOW if d["op"] == "fused" else ())
         if attrs:
             rhs += " " + attrs
         where = format_span(d.get("span"))

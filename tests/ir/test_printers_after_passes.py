@@ -55,7 +55,8 @@ def test_text_ir_of_fused_graph(fused):
     heads = [i for i, line in enumerate(lines) if " = fused " in line]
     assert heads
     for i in heads:
-        assert "members=" not in lines[i] and "body=" not in lines[i]
+        assert "pattern=" in lines[i]
+        assert not any(k in lines[i] for k in ("members=", "body=", "kinds="))
         assert lines[i + 1].startswith("      lambda %in0: ")
     assert "grads:" in lines
 
