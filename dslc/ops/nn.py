@@ -132,8 +132,7 @@ def _g_conv2d(b, n, g):
 
 def _flops_conv(ts, out, attrs):
     # 2 * N * O * Ho * Wo * (C/groups) * kh * kw
-    x, w = ts
-    return 2 * numel(out.shape) * numel(w.shape[1:])
+    return 2 * numel(out.shape) * numel(ts[1].shape[1:])
 
 
 primitive(
@@ -391,7 +390,9 @@ def _infer_lstm(ts, attrs):
     return xw.with_shape((bsz, steps, 2, h))
 
 
-def _scan_flops(k, factor=1):
+def _scan_flops(factor=1):
+    """One [B, H] @ [H, kH] GEMM per step plus the gate math; backward does twice that."""
+
     def flops(ts, out, attrs):
         xw, u = ts[0], ts[1]
         return factor * (2 * numel(xw.shape) * u.shape[0] + 10 * numel(xw.shape))
@@ -433,7 +434,7 @@ primitive(
     infer=_infer_lstm,
     grad=_g_lstm,
     numpy=lambda xp, xw, u, h0, c0, out=None: sk.lstm_scan(xp, xw, u, h0, c0, out=out),
-    flops=_scan_flops(4),
+    flops=_scan_flops(),
     doc="(xw[B, T, 4H], u[H, 4H], h0, c0) -> [B, T, 2, H]: h and c of every step; gates i, f, g, o",
 )
 
@@ -456,7 +457,7 @@ primitive(
     numpy=lambda xp, xw, u, h0, c0, y, g, out=None: sk.lstm_scan_grad(
         xp, xw, u, h0, c0, y, g, out=out
     ),
-    flops=_scan_flops(4, 2),
+    flops=_scan_flops(2),
     doc="BPTT of lstm_scan: (xw, u, h0, c0, y, g) -> [B, T+1, 4H]: d xw for each "
     "step, then [dh0, dc0, 0, 0]",
 )
@@ -492,7 +493,7 @@ primitive(
     infer=_infer_gru,
     grad=_g_gru,
     numpy=lambda xp, xw, u, bu, h0, out=None: sk.gru_scan(xp, xw, u, bu, h0, out=out),
-    flops=_scan_flops(3),
+    flops=_scan_flops(),
     doc="(xw[B, T, 3H], u[H, 3H], bu[3H], h0) -> [B, T, H]; gates r, z, n as torch",
 )
 
@@ -515,7 +516,7 @@ primitive(
     numpy=lambda xp, xw, u, bu, h0, y, g, out=None: sk.gru_scan_grad(
         xp, xw, u, bu, h0, y, g, out=out
     ),
-    flops=_scan_flops(3, 2),
+    flops=_scan_flops(2),
     doc="BPTT of gru_scan -> [B, T+1, 2, 3H]: per step d xw and d(h @ u + bu); "
     "dh0 in [:, T, 0, :H]",
 )
@@ -546,7 +547,7 @@ primitive(
     infer=_infer_rnn,
     grad=_g_rnn,
     numpy=lambda xp, xw, u, h0, out=None: sk.rnn_scan(xp, xw, u, h0, out=out),
-    flops=_scan_flops(1),
+    flops=_scan_flops(),
     doc="(xw[B, T, H], u[H, H], h0) -> [B, T, H], tanh",
 )
 

@@ -54,15 +54,6 @@ def norm_axes(axes, rank: int, op: str) -> tuple[int, ...]:
     return tuple(out)
 
 
-def concrete(v):
-    """Dims (constant by now) to ints, recursively through tuples and lists."""
-    if isinstance(v, Dim):
-        return v.value
-    if isinstance(v, (tuple, list)):
-        return type(v)(concrete(x) for x in v)
-    return v
-
-
 # --- type rules ------------------------------------------------------------------------------
 
 
@@ -95,10 +86,6 @@ def same_dtype(types: list[TensorType], op: str) -> str:
     return types[0].dtype
 
 
-def dims_equal(a: Dim, b: Dim) -> bool:
-    return to_dim(a) == to_dim(b)
-
-
 def broadcast_shapes(types: list[TensorType]) -> Shape:
     """NumPy broadcasting over symbolic dims: equal polynomials, or 1 against anything."""
     rank = max(t.rank for t in types)
@@ -124,13 +111,6 @@ def reduced_shape(shape: Shape, axes: tuple[int, ...], keepdims: bool) -> Shape:
 
 def count(shape: Shape, axes: tuple[int, ...]) -> Dim:
     return numel(tuple(shape[i] for i in axes))
-
-
-def exact_or_error(num: Dim, den: int, what: str) -> Dim:
-    q = to_dim(num).exact_div(den)
-    if q is None:
-        raise ShapeError(f"{what}: {num} is not a multiple of {den}")
-    return q
 
 
 def shape_str(shape) -> str:
