@@ -27,7 +27,11 @@ from dslc.ir.types import DTYPES, TensorType, is_float
 # --- the table -------------------------------------------------------------------------------
 
 _TABLE: dict[str, Builtin] = {}
-CONSTANTS: dict[str, Any] = {"inf": math.inf, "pi": math.pi, "prim": Namespace("prim", None, "prim")}
+CONSTANTS: dict[str, Any] = {
+    "inf": math.inf,
+    "pi": math.pi,
+    "prim": Namespace("prim", None, "prim"),
+}
 
 
 def builtin(name: str, *sig, variadic: bool = False, doc: str = ""):
@@ -145,7 +149,9 @@ def _axes(v, e, fn: str):
 
 def _shape(v, e, fn: str) -> tuple:
     if not isinstance(v, list):
-        raise ArgumentError(f"`{fn}`: the shape must be a list like [B, T, 64], got {show(v)}", e.span)
+        raise ArgumentError(
+            f"`{fn}`: the shape must be a list like [B, T, 64], got {show(v)}", e.span
+        )
     return tuple(_int(d, e, "size", fn, allow_dim=True) for d in v)
 
 
@@ -212,7 +218,9 @@ for _n in _MATH:
 def _gelu(lw, ctx, e, x, approximate):
     if approximate not in ("none", "tanh"):
         raise ArgumentError('`gelu`: approximate must be "none" or "tanh"', e.span)
-    return lw.tensor_op(ctx, e.span, "gelu", [_tensor(lw, x, e, "x", "gelu")], approximate=approximate)
+    return lw.tensor_op(
+        ctx, e.span, "gelu", [_tensor(lw, x, e, "x", "gelu")], approximate=approximate
+    )
 
 
 @builtin("leaky_relu", ("x", R), ("alpha", 0.01))
@@ -269,9 +277,7 @@ for _n in ("sum", "mean", "max", "min", "var", "logsumexp"):
 def _minmax(name, e, x, second):
     vals = x if isinstance(x, list) else [x] + ([] if second is None else [second])
     if not vals or not all(_is_number(v) and not isinstance(_norm(v), Dim) for v in vals):
-        raise ArgumentError(
-            f"`{name}` takes a tensor, or numbers known at compile time", e.span
-        )
+        raise ArgumentError(f"`{name}` takes a tensor, or numbers known at compile time", e.span)
     vals = [_norm(v) for v in vals]
     return max(vals) if name == "max" else min(vals)
 
@@ -335,9 +341,13 @@ def _transpose(lw, ctx, e, x, perm):
     r = x.type.rank
     if perm is None:
         if r < 2:
-            raise ShapeError(f"`transpose` without `perm` swaps the last two axes; {x.type} has fewer", e.span)
+            raise ShapeError(
+                f"`transpose` without `perm` swaps the last two axes; {x.type} has fewer", e.span
+            )
         perm = list(range(r - 2)) + [r - 1, r - 2]
-    perm = tuple(_int(p, e, "perm", "transpose") for p in (perm if isinstance(perm, list) else [perm]))
+    perm = tuple(
+        _int(p, e, "perm", "transpose") for p in (perm if isinstance(perm, list) else [perm])
+    )
     return lw.tensor_op(ctx, e.span, "transpose", [x], perm=perm)
 
 
@@ -413,13 +423,19 @@ def _split(lw, ctx, e, x, sections, axis):
         n = _int(sections, e, "sections", "split")
         q = Dim.const(size).exact_div(n) if isinstance(size, int) else size.exact_div(n)
         if n <= 0 or q is None:
-            raise ShapeError(f"`split`: axis {axis} of {x.type} does not split into {n} equal parts", e.span)
+            raise ShapeError(
+                f"`split`: axis {axis} of {x.type} does not split into {n} equal parts", e.span
+            )
         sizes = [_norm(q)] * n
     out, start = [], 0
     for s in sizes:
-        stop = _norm(start + s) if not (isinstance(start, int) and isinstance(s, int)) else start + s
+        stop = (
+            _norm(start + s) if not (isinstance(start, int) and isinstance(s, int)) else start + s
+        )
         out.append(
-            lw.tensor_op(ctx, e.span, "slice", [x], label="split", axis_slices=((axis, start, stop, 1),))
+            lw.tensor_op(
+                ctx, e.span, "slice", [x], label="split", axis_slices=((axis, start, stop, 1),)
+            )
         )
         start = stop
     return out
@@ -446,7 +462,9 @@ def _gather(lw, ctx, e, table, indices):
 def _take_along(lw, ctx, e, x, indices, axis):
     x = _tensor(lw, x, e, "x", "take_along")
     indices = _tensor(lw, indices, e, "indices", "take_along")
-    return lw.tensor_op(ctx, e.span, "take_along", [x, indices], axis=_int(axis, e, "axis", "take_along"))
+    return lw.tensor_op(
+        ctx, e.span, "take_along", [x, indices], axis=_int(axis, e, "axis", "take_along")
+    )
 
 
 @builtin("one_hot", ("indices", R), ("depth", R), ("dtype", "f32"))
@@ -620,7 +638,8 @@ def call_repeat(lw, ctx, e: A.Call, x, n, layer, name, count_expr):
         layer = Layer(layer, (), layer.name, e.span)
     if not isinstance(layer, Layer):
         raise ArgumentError(
-            f"`repeat`: the second argument must be a layer like `Block(args)`, got {kind_of(layer)}",
+            "`repeat`: the second argument must be a layer like `Block(args)`, "
+            f"got {kind_of(layer)}",
             e.span,
         )
     if name is None:
@@ -650,7 +669,7 @@ def call_repeat(lw, ctx, e: A.Call, x, n, layer, name, count_expr):
 # --- primitives by their registry name: prim.conv2d(x, w, stride = 2) -----------------------
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def prim_function(name: str) -> Builtin:
     def fn(lw, ctx, e, xs, **attrs):
         ts = [v for v in xs]
@@ -738,7 +757,8 @@ def make_init(name: str, args, kwargs, t: TensorType, span: Span) -> InitSpec:
             continue
         if not _is_number(v) or isinstance(_norm(v), Dim):
             raise ArgumentError(
-                f"initialiser `{name}`: `{k}` must be a number known at compile time, got {show(v)}",
+                f"initialiser `{name}`: `{k}` must be a number known at compile time, "
+                f"got {show(v)}",
                 span,
             )
         vals[k] = float(_norm(v))
@@ -803,7 +823,7 @@ def scalar_tensor(lw, ctx, span, v, dtype: str) -> Tensor:
             raise DTypeError(
                 f"cannot combine a {dtype} tensor with the fraction {v}",
                 ctx.where(span),
-                hint=f'cast the tensor first: cast(x, "f32")',
+                hint='cast the tensor first: cast(x, "f32")',
             )
         if dtype == "bool":
             raise DTypeError(
@@ -823,9 +843,7 @@ def tensor_binary(lw, ctx, e: A.Binary, left, right):
     span = e.span
     for v in (left, right):
         if not isinstance(v, Tensor) and not _is_number(v) and not isinstance(v, bool):
-            raise ValueError_(
-                f"cannot apply `{op}` to a tensor and {kind_of(v)}", ctx.where(span)
-            )
+            raise ValueError_(f"cannot apply `{op}` to a tensor and {kind_of(v)}", ctx.where(span))
     if op == "@":
         if not (isinstance(left, Tensor) and isinstance(right, Tensor)):
             raise ValueError_("`@` multiplies two tensors", ctx.where(span))
@@ -921,7 +939,9 @@ def const_binary(e: A.Binary, left, right):
             return a // b
         if op == "%":
             if sym:
-                raise ValueError_(f"`%` on the symbolic size {a if isinstance(a, Dim) else b}", e.span)
+                raise ValueError_(
+                    f"`%` on the symbolic size {a if isinstance(a, Dim) else b}", e.span
+                )
             return a % b
         if op == "**":
             if sym:
@@ -971,7 +991,9 @@ def subscript(lw, ctx, e: A.Subscript, obj, items: list):
                 return obj[slice(*(_plain_int(p, e) for p in (it.start, it.stop, it.step)))]
             return obj[_plain_int(it, e)]
         except IndexError:
-            raise ValueError_(f"index {show(it)} is out of range for a list of {len(obj)}", e.span) from None
+            raise ValueError_(
+                f"index {show(it)} is out of range for a list of {len(obj)}", e.span
+            ) from None
     if not isinstance(obj, Tensor):
         raise ValueError_(f"cannot index {kind_of(obj)}", e.span)
     if len(items) == 1 and isinstance(items[0], Tensor):
@@ -1003,9 +1025,7 @@ def subscript(lw, ctx, e: A.Subscript, obj, items: list):
                 raise ValueError_("a slice step must be a non-zero whole number", e.span)
             slices.append((axis, it.start, it.stop, step))
         elif isinstance(it, Tensor):
-            raise ValueError_(
-                "indexing by a tensor works only alone, as `table[indices]`", e.span
-            )
+            raise ValueError_("indexing by a tensor works only alone, as `table[indices]`", e.span)
         else:
             i = _norm(it)
             if isinstance(i, bool) or not isinstance(i, int | Dim):

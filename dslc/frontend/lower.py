@@ -113,7 +113,9 @@ class Lowerer:
                 self._poison(stmt, ctx)
         except _Return as r:
             self.errors.append(
-                NameError_("`return` is for blocks; a model names its results with `output`", r.span)
+                NameError_(
+                    "`return` is for blocks; a model names its results with `output`", r.span
+                )
             )
 
     def _poison(self, stmt: A.Stmt, ctx: Ctx) -> None:
@@ -304,7 +306,9 @@ class Lowerer:
 
     def s_return(self, s: A.ReturnStmt, ctx: Ctx) -> None:
         if ctx.block is None:
-            raise NameError_("`return` is for blocks; a model names its results with `output`", s.span)
+            raise NameError_(
+                "`return` is for blocks; a model names its results with `output`", s.span
+            )
         raise _Return(self.ev(s.value, ctx), s.span)
 
     def truth(self, v, span: Span, what: str) -> bool:
@@ -528,7 +532,9 @@ class Lowerer:
         """`x |> repeat(n, Block(args), name = "layers")`."""
         for k in kwargs:
             if k not in ("n", "layer", "name"):
-                raise ArgumentError(f"`repeat` has no argument `{k}`; it takes n, layer, name", e.span)
+                raise ArgumentError(
+                    f"`repeat` has no argument `{k}`; it takes n, layer, name", e.span
+                )
         if not args or not isinstance(args[0], Tensor):
             raise ArgumentError(
                 "`repeat(n, layer)` needs an input: write `x |> repeat(n, Block(...))`", e.span
@@ -580,7 +586,7 @@ class Lowerer:
             span = kwspans.get(k, e.span)
             if k == "name":
                 if not isinstance(v, str) or not v.replace("_", "a").isalnum():
-                    raise ArgumentError("`name` must be a string like \"attn\"", span)
+                    raise ArgumentError('`name` must be a string like "attn"', span)
                 scope_name = v
             elif k in in_names:
                 if k in tensors:
@@ -791,7 +797,9 @@ class Lowerer:
             if known:
                 notes.append("where " + ", ".join(known))
             hint = _hint_for([t])
-            return cls(f"{prefix} {pat_text}, got {t.type}{msg_tail}", where, notes=notes, hint=hint)
+            return cls(
+                f"{prefix} {pat_text}, got {t.type}{msg_tail}", where, notes=notes, hint=hint
+            )
 
         if not ok:
             raise fail("", DTypeError)
@@ -1011,6 +1019,7 @@ def _count_param_calls(e: A.Expr, lw: Lowerer, ctx: Ctx) -> int:
                     if isinstance(i, A.Expr):
                         n += _count_param_calls(i, lw, ctx)
     return n
+
 
 _STMTS = {
     A.InputStmt: Lowerer.s_input,

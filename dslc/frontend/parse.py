@@ -113,9 +113,7 @@ def _syntax_error(e: UnexpectedInput, text: str, file: str) -> SyntaxError_:
         if allowed:
             msg += f"; expected {expected_words(allowed)}"
         return SyntaxError_(msg, Span(file, line, col, line, col + 1))
-    if isinstance(e, UnexpectedEOF) or (
-        isinstance(e, UnexpectedToken) and e.token.type == "$END"
-    ):
+    if isinstance(e, UnexpectedEOF) or (isinstance(e, UnexpectedToken) and e.token.type == "$END"):
         lines = text.splitlines() or [""]
         line, col = len(lines), len(lines[-1]) + 1
         exp = set(getattr(e, "expected", None) or getattr(e, "accepts", None) or ())

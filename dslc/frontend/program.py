@@ -10,7 +10,15 @@ from typing import Any
 
 import numpy as np
 
-from dslc.errors import ConfigError, DslcError, ErrorList, NameError_, ValueError_
+from dslc.errors import (
+    ConfigError,
+    DslcError,
+    ErrorList,
+    ImportError_,
+    NameError_,
+    SyntaxError_,
+    ValueError_,
+)
 from dslc.frontend import ast as A
 from dslc.frontend.lower import Ctx, Lowerer
 from dslc.frontend.resolve import Loader, ModuleNS, prelude_sources
@@ -89,6 +97,8 @@ def _load(path, overrides, allow, errors: list[DslcError]) -> Program | None:
     loader = Loader(path, allow)
     ns = loader.load_main()
     errors.extend(loader.errors)
+    if any(isinstance(e, ImportError_ | SyntaxError_) for e in loader.errors):
+        return None  # unresolved imports would only add unknown-name errors
     module = ns.module
     mdef, tdef = _select_model(module, path, errors)
     if mdef is None:
@@ -221,9 +231,7 @@ def _eval_hparams(mdef: A.ModelDef, ns: ModuleNS, over: dict[str, Any], errors):
         else:
             v = default
         if isinstance(v, Tensor | Dim):
-            errors.append(
-                ValueError_(f"hyper-parameter `{hp.name}` must be a constant", hp.span)
-            )
+            errors.append(ValueError_(f"hyper-parameter `{hp.name}` must be a constant", hp.span))
             continue
         ctx.env[hp.name] = v
         out[hp.name] = v

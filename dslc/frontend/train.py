@@ -247,8 +247,8 @@ def _f_metrics(cfg, f, base, hp):
 def _f_data(cfg, f, base, hp):
     e = _one(f)
     if isinstance(e, A.Str):
-        cfg.dataset = e.value if os.path.isabs(e.value) else os.path.normpath(
-            os.path.join(base, e.value)
+        cfg.dataset = (
+            e.value if os.path.isabs(e.value) else os.path.normpath(os.path.join(base, e.value))
         )
         return
     name, pos, kws = _callee(e, "the data set")

@@ -56,8 +56,10 @@ def test_example_lowers(programs, name):
     assert p.infer_graph.outputs, "an inference graph needs an output"
     assert p.train.dataset in ("digits", "regression", "sentiment", "tiny_text")
     assert set(p.train_graph.params) == set(p.infer_graph.params)
-    assert not any(d["role"] == "label" for d in
-                   (p.infer_graph.data(i)["attrs"] for i in p.infer_graph.inputs.values()))
+    assert not any(
+        d["role"] == "label"
+        for d in (p.infer_graph.data(i)["attrs"] for i in p.infer_graph.inputs.values())
+    )
     for node in p.train_graph.nodes():
         assert node.span is not None, node
         assert node.span.line >= 1
@@ -182,9 +184,7 @@ def test_gru_rnn_counts_match_pytorch(nn_file):
     )
     p = load_program(path)
     expected = sum(
-        q.numel()
-        for m in (torch.nn.GRU(12, 20), torch.nn.RNN(20, 7))
-        for q in m.parameters()
+        q.numel() for m in (torch.nn.GRU(12, 20), torch.nn.RNN(20, 7)) for q in m.parameters()
     )
     assert trainable_count(p.train_graph) == expected
 
