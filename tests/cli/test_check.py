@@ -12,9 +12,6 @@ from dslc.errors import ErrorList, NameError_, ShapeError, Span
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 EXAMPLES = sorted(glob.glob(os.path.join(ROOT, "examples", "*.nn")))
-needs_frontend = pytest.mark.skipif(
-    not hasattr(dslc.frontend, "load_program"), reason="front end not built yet"
-)
 
 
 def test_ok_line(fake, model_file, dslc_cli):
@@ -102,10 +99,9 @@ def test_help_mentions_set(dslc_cli):
     assert r.exit_code == 0 and "--set NAME=VALUE" in r.stdout
 
 
-# --- with the real front end -----------------------------------------------------------------
+# --- the examples, through the real front end ---------------------------------------------
 
 
-@needs_frontend
 @pytest.mark.parametrize("path", EXAMPLES, ids=[os.path.basename(p) for p in EXAMPLES])
 def test_examples_pass(path, dslc_cli):
     r = dslc_cli("check", path)
@@ -113,7 +109,6 @@ def test_examples_pass(path, dslc_cli):
     assert r.stdout.startswith(f"OK: {path} (") and r.stdout.endswith(" parameters)\n")
 
 
-@needs_frontend
 def test_wrong_program(tmp_path, dslc_cli):
     bad = tmp_path / "bad.nn"
     bad.write_text("model Bad {\n    input x: f32[N, 4]\n    output y = x |> nosuchlayer(3)\n}\n")

@@ -9,7 +9,6 @@ import re
 
 import pytest
 
-import dslc.frontend
 from dslc.cli.compile_cmd import explanation
 from dslc.errors import ErrorList, ShapeError, Span
 from dslc.ir.builder import Builder
@@ -18,9 +17,6 @@ from dslc.ir.types import TensorType
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 EXAMPLES = sorted(glob.glob(os.path.join(ROOT, "examples", "*.nn")))
-needs_frontend = pytest.mark.skipif(
-    not hasattr(dslc.frontend, "load_program"), reason="front end not built yet"
-)
 
 
 def totals(text: str) -> dict[str, str]:
@@ -247,10 +243,9 @@ def test_errors_exit_1_without_traceback(fake, model_file, dslc_cli):
     ]
 
 
-# --- with the real front end -----------------------------------------------------------------
+# --- the examples, through the real front end ---------------------------------------------
 
 
-@needs_frontend
 @pytest.mark.parametrize("path", EXAMPLES, ids=[os.path.basename(p) for p in EXAMPLES])
 def test_examples_compile(path, dslc_cli):
     r = dslc_cli("compile", path)
