@@ -17,6 +17,7 @@ import numpy as np
 from dslc.errors import Span
 from dslc.ir.dims import Dim, format_shape, numel
 from dslc.ir.graph import Graph
+from dslc.ir.summary import format_count
 
 INDENT = "  "
 MAX_INLINE_ELEMS = 8  # a constant array with more elements prints as `f32[64, 64]{...}`
@@ -168,7 +169,7 @@ def format_graph(graph: Graph, title: str | None = None) -> str:
             flags.append("state")
         if a.get("frozen", False):
             flags.append("frozen")
-        count = _count(d["type"].shape)
+        count = format_count(numel(d["type"].shape))
         text = f"@{name}: {d['type']} = {init}    {count}"
         lines.append(INDENT + text + ("  " + " ".join(flags) if flags else ""))
     lines.append("equations:")
@@ -183,8 +184,3 @@ def format_graph(graph: Graph, title: str | None = None) -> str:
             for name, nid in table.items():
                 lines.append(INDENT + f"{prefix}{name} = {p.ref(nid)}: {graph.data(nid)['type']}")
     return "\n".join(lines) + "\n"
-
-
-def _count(shape) -> str:
-    n = numel(shape)
-    return f"{n.value:,}" if n.is_const else n.format()
