@@ -191,3 +191,55 @@ def restore_params(
         )
     for name, dst in params.items():
         dst[...] = xp.asarray(ckpt.params[name])
+
+
+def load_pretrained(path: str, prefix: str, params: Mapping[str, Any], xp=np) -> list[str]:
+    """Copy the tensors of `path` into the parameters they name, under `prefix`.
+
+    `path` is a dslc checkpoint (its `param/` tensors) or any safetensors file. A tensor
+    `W` goes to parameter `W` when that lies under `prefix`, else to `prefix.W`. Returns the
+    names loaded; a tensor whose shape does not fit, or no match at all, is a CheckpointError.
+    """
+    from safetensors import SafetensorError, safe_open
+
+    if not os.path.isfile(path):
+        raise CheckpointError(f"{path}: no such weights file")
+    tensors: dict[str, np.ndarray] = {}
+    try:
+        with safe_open(path, "numpy") as f:
+            is_ckpt = (f.metadata() or {}).get("format") == FORMAT
+            for key in f.keys():
+                if is_ckpt and not key.startswith("param/"):
+                    continue
+                tensors[key[len("param/") :] if is_ckpt else key] = f.get_tensor(key)
+    except SafetensorError as e:
+        raise CheckpointError(f"{path}: truncated or corrupt weights file ({e})") from None
+
+    def under(name: str) -> bool:
+        return not prefix or name == prefix or name.startswith(prefix + ".")
+
+    pairs, misfits = [], []
+    for name, arr in tensors.items():
+        target = name if under(name) and name in params else f"{prefix}.{name}" if prefix else name
+        if target not in params:
+            continue
+        dst = params[target]
+        same_kind = np.dtype(arr.dtype).kind == np.dtype(dst.dtype).kind
+        if arr.shape != dst.shape or not same_kind:
+            misfits.append(f"{name}: {_desc(arr)} in the file, {target} is {_desc(dst)}")
+        else:
+            pairs.append((target, arr))
+    if misfits:
+        raise CheckpointError(
+            f"{path}: {len(misfits)} tensor(s) do not fit the parameters they would load into",
+            notes=misfits,
+        )
+    if not pairs:
+        some = ", ".join(sorted(tensors)[:3])
+        raise CheckpointError(
+            f"{path}: no tensor matches a parameter" + (f" under `{prefix}`" if prefix else ""),
+            notes=[f"the file holds {len(tensors)} tensor(s): {some}..."] if tensors else [],
+        )
+    for target, arr in pairs:
+        params[target][...] = xp.asarray(arr)
+    return [t for t, _ in pairs]

@@ -20,6 +20,8 @@ from dslc.errors import AnomalyError, DataError, InternalError
 from dslc.ir.graph import Graph
 from dslc.ir.types import np_dtype
 
+MAX_PLANS = 16  # bound plans kept per executor (each holds its buffers)
+
 
 class BoundPlan:
     """A plan with every value given its array: the run loop is a list of ready calls."""
@@ -117,6 +119,8 @@ class Executor:
         if bp is None:
             env = bind_env(self.graph, feeds, self.input_names)
             plan = schedule(self.graph, env, self.float_dtype, self.outputs)
+            if len(self._bound) >= MAX_PLANS:  # generation sees many lengths: keep the latest
+                del self._bound[next(iter(self._bound))]
             bp = self._bound[key] = BoundPlan(plan, self.store, self.xp)
         return bp
 

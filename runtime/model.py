@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import numpy as np
-from dslc.runtime.checkpoint import Checkpoint, load_checkpoint, restore_params
+from dslc.runtime.checkpoint import Checkpoint, load_checkpoint, load_pretrained, restore_params
 from dslc.runtime.executor import Executor
 from dslc.runtime.params import ParamStore
 
@@ -71,6 +71,7 @@ class Model:
         self.prediction = prediction_name(self.infer_graph)
         self.inputs = input_names(program.train_graph, "input")
         self.labels = input_names(program.train_graph, "label")
+        self.checkpoint: Checkpoint | None = None  # the last checkpoint loaded
         self._train_exe: Executor | None = None
         self._infer_exe: dict[tuple, Executor] = {}
 
@@ -127,6 +128,13 @@ class Model:
     def load_weights_from(self, ckpt: Checkpoint) -> None:
         """Copy a checkpoint's weights in; a changed model is reported param by param."""
         restore_params(ckpt, self.params, self.program.model_hash, self.xp)
+        self.checkpoint = ckpt
+
+    def load_pretrained(self, path: str, prefix: str = "") -> list[str]:
+        """Copy matching tensors of a checkpoint (or any safetensors file) into parameters
+        under `prefix` (the `load "w.safetensors" into enc` of a train section)."""
+        names = load_pretrained(path, prefix, self.params, self.xp)
+        return names
 
 
 def _join(parts: list):

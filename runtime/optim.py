@@ -258,10 +258,12 @@ def make_schedule(
 ) -> Schedule:
     """The learning rate at each step for a schedule named in the `train` section.
 
-    `step` (step_size epochs, gamma) is torch's StepLR counted in epochs; `cosine` (eta_min)
-    anneals from base_lr to eta_min over the run, per step (CosineAnnealingLR's closed form);
-    `linear_warmup` (warmup steps, or warmup_epochs) ramps linearly up to base_lr; and
-    `warmup_cosine` ramps up, then anneals over the remaining steps.
+    `step` (step_size epochs, gamma) is torch's StepLR counted in epochs; `cosine` (min_lr)
+    anneals from base_lr to min_lr over the run, per step (CosineAnnealingLR's closed form);
+    `linear_warmup` (warmup) ramps linearly up to base_lr over `warmup` steps; and
+    `warmup_cosine` (warmup, min_lr), or `cosine` given a warmup, ramps up and then anneals
+    over the remaining steps. `warmup` counts optimizer steps (`warmup_epochs` counts
+    epochs); its default is a twentieth of the run.
     """
     args = dict(args or {})
     spe = max(1, steps_per_epoch)
@@ -282,15 +284,12 @@ def make_schedule(
         if size < 1:
             raise ConfigError(f"schedule step: step_size must be at least 1, got {size}")
         fn = lambda step: base_lr * gamma ** ((step // spe) // size)  # noqa: E731
-    elif name == "cosine":
-        eta_min = float(take("eta_min", take("min_lr", 0.0)))
-        T = max(1, int(take("t_max", total_steps)))
-        fn = lambda step: _cosine(base_lr, eta_min, min(step, T), T)  # noqa: E731
     elif name in ("linear_warmup", "warmup"):
         W = warmup_steps()
         fn = lambda step: base_lr * min(1.0, (step + 1) / max(1, W))  # noqa: E731
-    elif name == "warmup_cosine":
-        W = warmup_steps()
+    elif name in ("cosine", "warmup_cosine"):
+        warm = name == "warmup_cosine" or {"warmup", "warmup_epochs", "warmup_steps"} & set(args)
+        W = warmup_steps() if warm else 0
         eta_min = float(take("eta_min", take("min_lr", 0.0)))
         rest = max(1, total_steps - W)
 

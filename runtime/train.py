@@ -161,6 +161,7 @@ class Trainer:
         checkpoint_every: int = 0,
         log: Callable[[str], None] | None = None,
         dataset_spec: str | None = None,
+        extra_meta: Mapping[str, Any] | None = None,
     ):
         self.model = model
         self.settings = s = settings
@@ -170,6 +171,7 @@ class Trainer:
         self.checkpoint_every = checkpoint_every
         self.log = log or (lambda line: print(line, flush=True))
         self.dataset_spec = dataset_spec
+        self.extra_meta = dict(extra_meta or {})
         self.xp = model.xp
         self.exe = model.trainer_executor()
         self.exe.seed = s.seed
@@ -182,6 +184,7 @@ class Trainer:
         if len(self.train_set) == 0:
             raise ConfigError("no training examples: the dataset is empty")
         self.vocab = dataset.meta.get("vocab")
+        self.window = dataset.meta.get("seq")  # a text model's training window length
         self.steps_per_epoch = self.train_set.num_batches(s.batch_size)
         self.total_steps = self.steps_per_epoch * s.epochs
         self.lr_at = make_schedule(
@@ -326,6 +329,9 @@ class Trainer:
         }
         if self.vocab is not None:
             meta["vocab"] = self.vocab.to_json()
+        if self.window is not None:
+            meta["seq"] = int(self.window)
+        meta.update(self.extra_meta)
         save_checkpoint(os.path.join(self.out, FILENAME), self.model.params, optim, meta)
 
     def _restore(self, ckpt: Checkpoint) -> None:

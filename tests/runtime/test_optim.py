@@ -139,3 +139,10 @@ def test_bad_settings_are_config_errors():
         make_schedule("exp", {}, 0.1, 10, 1)
     with pytest.raises(ConfigError, match="unknown setting 'gama'"):
         make_schedule("step", {"gama": 0.1}, 0.1, 10, 1)
+
+
+def test_cosine_with_warmup_is_warmup_cosine():
+    a = make_schedule("cosine", {"warmup": 3, "min_lr": 0.1}, 1.0, 20, 5)
+    b = make_schedule("warmup_cosine", {"warmup": 3, "min_lr": 0.1}, 1.0, 20, 5)
+    assert [a(s) for s in range(20)] == [b(s) for s in range(20)]
+    assert a(0) == pytest.approx(1 / 3) and a(19) > 0.1
