@@ -7,12 +7,14 @@ Fans follow the layouts of the built-in layers: a matrix `[in, out]` (used as `x
 fan_in = in, fan_out = out; a convolution kernel `[out, in, kh, kw]` has fan_in = in*kh*kw and
 fan_out = out*kh*kw (PyTorch's convention); a vector has fan_in = fan_out = its length.
 
-Initialisers and their arguments (positional in this order, or by keyword):
+The front end stores every initialiser as one of zeros, ones, constant, normal, uniform and
+truncated_normal (docs/language.md, section 8); the others are here for graphs built in
+Python. Initialisers and their arguments (positional in this order, or by keyword):
 
   zeros, ones
   constant(value)
   normal(mean=0, std=1)            uniform(low=0, high=1)
-  truncated_normal(mean=0, std=1)  values beyond two std redrawn
+  truncated_normal(mean=0, std=1, lo=mean-2std, hi=mean+2std)  redrawn outside [lo, hi]
   glorot_uniform(gain=1)  glorot_normal(gain=1)    alias xavier_uniform, xavier_normal
   he_uniform(gain=sqrt 2) he_normal(gain=sqrt 2)   alias kaiming_uniform, kaiming_normal
   lecun_uniform  lecun_normal                      (gain 1 over fan_in)
@@ -55,13 +57,17 @@ def _uniform(rng, shape, low=0.0, high=1.0):
     return rng.uniform(low, high, shape)
 
 
-def _truncated(rng, shape, mean=0.0, std=1.0):
-    out = rng.standard_normal(shape)
-    bad = np.abs(out) > 2.0
-    while bad.any():  # redraw the tails; about 5% each round
-        out[bad] = rng.standard_normal(int(bad.sum()))
-        bad = np.abs(out) > 2.0
-    return mean + std * out
+def _truncated(rng, shape, mean=0.0, std=1.0, lo=None, hi=None):
+    lo = mean - 2.0 * std if lo is None else lo
+    hi = mean + 2.0 * std if hi is None else hi
+    if not lo < hi or std <= 0:
+        raise ValueError(f"needs std > 0 and lo < hi, got std {std}, [{lo}, {hi}]")
+    out = rng.normal(mean, std, shape)
+    bad = (out < lo) | (out > hi)
+    while bad.any():  # redraw what falls outside [lo, hi]
+        out[bad] = rng.normal(mean, std, int(bad.sum()))
+        bad = (out < lo) | (out > hi)
+    return out
 
 
 def _glorot_uniform(rng, shape, gain=1.0):

@@ -237,7 +237,11 @@ class Trainer:
                 return False
             n = len(next(iter(batch.values())))
             opt.lr = self.lr_at(st.step)
-            out = exe.run(batch, step=st.step, copy=False, check=self.detect_anomaly)
+            try:
+                out = exe.run(batch, step=st.step, copy=False, check=self.detect_anomaly)
+            except AnomalyError as e:
+                e.notes += [f"found {self._position()}", self._kept()]
+                raise
             loss = float(out["loss"])
             if not math.isfinite(loss):
                 raise self._anomaly(batch, loss)
@@ -284,15 +288,18 @@ class Trainer:
     # --- anomalies ------------------------------------------------------------------------
     def _anomaly(self, batch, loss: float) -> AnomalyError:
         """Re-run the failing step with every value checked, to name the node at fault."""
-        st = self.state
-        where = f"at step {st.step} (epoch {st.epoch + 1}, batch {st.batch_in_epoch + 1})"
+        where = self._position()
         try:
-            self.exe.run(batch, step=st.step, check=True)
+            self.exe.run(batch, step=self.state.step, check=True)
         except AnomalyError as e:
             e.notes.append(f"the loss became {loss} {where}")
             e.notes.append(self._kept())
             return e
         return AnomalyError(f"the loss became {loss} {where}", notes=[self._kept()])
+
+    def _position(self) -> str:
+        st = self.state
+        return f"at step {st.step} (epoch {st.epoch + 1}, batch {st.batch_in_epoch + 1})"
 
     def _kept(self) -> str:
         if self.out and os.path.exists(os.path.join(self.out, FILENAME)):

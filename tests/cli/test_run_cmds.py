@@ -148,3 +148,40 @@ def test_a_killed_process_resumes_to_the_same_weights(tmp_path):
     for n in a:
         np.testing.assert_array_equal(a[n], b[n])
     assert rows(cut) == [dict(r, seconds=c["seconds"]) for r, c in zip(rows(whole), rows(cut))]
+
+
+BAD = """\
+model Bad {
+    input x: f32[N, 2]
+    label y: f32[N, 1]
+    output p = log(x |> dense(1))
+    loss mse(p, y)
+}
+
+train Bad {
+    optimizer sgd(lr = 0.1)
+    epochs 1
+    batch 4
+}
+"""
+
+
+@pytest.mark.parametrize("flag", [[], ["--detect-anomaly"]])
+def test_a_nan_names_the_node_and_source_line(dslc_cli, tmp_path, flag):
+    (tmp_path / "bad.nn").write_text(BAD)
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "d.npz", x=rng.standard_normal((16, 2)).astype(np.float32),
+             y=rng.standard_normal((16, 1)).astype(np.float32))  # fmt: skip
+    run = tmp_path / "run"
+    r = dslc_cli("train", str(tmp_path / "bad.nn"), "--data", str(tmp_path / "d.npz"),
+                 "--out", str(run), *flag)  # fmt: skip
+    assert r.exit_code == 1
+    lines = r.stderr.splitlines()
+    assert (
+        lines[0] == f"{tmp_path / 'bad.nn'}:4:16: numerical anomaly: node %6 (`log`) produced NaN"
+    )
+    assert lines[1] == "   4 |     output p = log(x |> dense(1))"
+    assert "at step 0 (epoch 1, batch 1)" in r.stderr
+    assert "training stopped; no checkpoint was written" in r.stderr
+    assert "Traceback" not in r.output
+    assert not (run / "checkpoint.safetensors").exists()
