@@ -680,6 +680,18 @@ def prim_function(name: str) -> Builtin:
                     f"keywords; got {kind_of(v)}",
                     e.span,
                 )
+        from dslc.ops import get_primitive
+
+        allowed = get_primitive(name).attrs
+        for k in attrs:
+            if k not in allowed:
+                close = difflib.get_close_matches(k, list(allowed), n=1)
+                raise ArgumentError(
+                    f"`prim.{name}` has no attribute `{k}`"
+                    + (f"; it takes {', '.join(allowed)}" if allowed else ""),
+                    e.span,
+                    hint=f"did you mean `{close[0]}`?" if close else None,
+                )
         conv = {k: _attr_value(v) for k, v in attrs.items()}
         nid = lw.op(ctx, e.span, name, ts, **conv)
         t = lw.graph.data(nid)["type"]

@@ -50,6 +50,9 @@ def load_program(
     except DslcError as e:
         errors.append(e)
         program = None
+    except RecursionError:
+        errors.append(ValueError_(f"{path}: the program nests too deeply to compile"))
+        program = None
     if errors:
         errors = _dedupe(errors)
         main = str(path)
