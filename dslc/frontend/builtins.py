@@ -1072,17 +1072,16 @@ def _plain_int(v, e):
 
 # --- parameter ownership of blocks (for scope names) ----------------------------------------
 
-_OWNS: dict[int, bool] = {}
-
 
 def owns_params(bv: BlockValue) -> bool:
     """Whether calling the block may create parameters (statically, from its body)."""
-    key = id(bv.bdef)
-    if key in _OWNS:
-        return _OWNS[key]
-    _OWNS[key] = False  # recursion guard
-    result = _stmts_own(bv.bdef.body, bv.ns)
-    _OWNS[key] = result
+    bdef = bv.bdef
+    known = bdef.__dict__.get("_owns_params")
+    if known is not None:
+        return known
+    object.__setattr__(bdef, "_owns_params", False)  # recursion guard; cached on the node
+    result = _stmts_own(bdef.body, bv.ns)
+    object.__setattr__(bdef, "_owns_params", result)
     return result
 
 

@@ -10,9 +10,9 @@ from pathlib import Path
 from dslc.errors import ConfigError, DslcError, ImportError_, NameError_, Span
 from dslc.frontend import ast as A
 from dslc.frontend.parse import parse_text
+from dslc.layers import LAYERS_DIR
 
 ALLOW_ENV = "DSLC_ALLOW_IMPORTS_OUTSIDE"
-LAYERS_DIR = Path(__file__).resolve().parent.parent / "layers"
 
 
 class ModuleNS:
