@@ -787,9 +787,11 @@ def make_init(name: str, args, kwargs, t: TensorType, span: Span) -> InitSpec:
         return InitSpec("uniform", (vals["lo"], vals["hi"]))
     if name == "truncated_normal":
         m, s = vals["mean"], vals["std"]
-        _positive(s, "std", name, span, allow_zero=True)
+        _positive(s, "std", name, span)
         lo = vals["lo"] if vals["lo"] is not None else m - 2 * s
         hi = vals["hi"] if vals["hi"] is not None else m + 2 * s
+        if not lo < hi:
+            raise ValueError_(f"`truncated_normal`: lo {lo} must be below hi {hi}", span)
         return InitSpec("truncated_normal", (m, s, lo, hi))
     fan_in, fan_out = fans(t.shape)
     gain = vals["gain"]

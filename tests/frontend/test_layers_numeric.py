@@ -88,7 +88,7 @@ def test_attention_matches_torch(nn_file):
         """,
         {"x": x, "keep": mask},
     )
-    for name, kw in (("c", {"is_causal": True}), ("m", {})):
+    for name in ("c", "m"):
         mha = torch.nn.MultiheadAttention(8, 2, batch_first=True).double()
         w = np.concatenate([P[f"{name}.q.W"], P[f"{name}.k.W"], P[f"{name}.v.W"]], axis=1).T
         b = np.concatenate([P[f"{name}.q.b"], P[f"{name}.k.b"], P[f"{name}.v.b"]])
