@@ -142,8 +142,9 @@ class Executor:
         bp = self.bound(feeds)
         xp = self.xp
         for name, buf in bp.feeds:
+            src = feeds[name] if xp is np else xp.asarray(feeds[name])
             try:
-                xp.copyto(buf, feeds[name], casting="same_kind")
+                xp.copyto(buf, src, casting="same_kind")
             except TypeError:
                 raise DataError(
                     f"array `{name}` has dtype {np.asarray(feeds[name]).dtype}; the model expects"

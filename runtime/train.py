@@ -102,6 +102,7 @@ class Progress:
     def __init__(self, enabled: bool):
         self.bar = None
         if enabled:
+            from rich.console import Console
             from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
             from rich.progress import Progress as RichProgress
 
@@ -112,6 +113,7 @@ class Progress:
                 TextColumn("loss {task.fields[loss]}  {task.fields[rate]} ex/s"),
                 TimeRemainingColumn(),
                 transient=True,
+                console=Console(stderr=True),
                 redirect_stdout=False,
                 redirect_stderr=False,
             )
@@ -128,6 +130,13 @@ class Progress:
     def advance(self, loss: float, rate: float) -> None:
         if self.bar is not None:
             self.bar.update(self.task, advance=1, loss=f"{loss:.4f}", rate=f"{rate:,.0f}")
+
+    def line(self, text: str, log: Callable[[str], None]) -> None:
+        """A line above the bar when both share the terminal, else through `log`."""
+        if self.bar is not None and sys.stdout.isatty():
+            self.bar.console.print(text, markup=False, highlight=False)
+        else:
+            log(text)
 
     def close(self) -> None:
         if self.bar is not None:
@@ -278,7 +287,7 @@ class Trainer:
                 fh.write(json.dumps(row) + "\n")
             self.save()
         if not self.quiet:
-            self.log(format_row(row, s.epochs))
+            progress.line(format_row(row, s.epochs), self.log)
         return True
 
     def evaluate(self, dataset, batch_size: int | None = None) -> dict[str, float]:

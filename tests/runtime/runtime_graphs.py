@@ -78,3 +78,36 @@ def dataset(n=200, seed=0):
     from dslc.runtime.data import Dataset
 
     return Dataset(blobs(n, seed=seed), {"source": "blobs"})
+
+
+def interpret(graph, params, feeds, *, seed=0, step=0, float_dtype="f32"):
+    """The reference: walk the graph calling each kernel on fresh arrays (no plan, no reuse).
+
+    Returns (outputs, grads, updates) as dicts of arrays.
+    """
+    from dslc.runtime.params import run_dtype
+    from dslc.runtime.rng import step_rng
+    from dslc.runtime.schedule import bind_env, concrete, flatten, needed_nodes
+
+    from dslc.ir.types import np_dtype
+    from dslc.ops import REGISTRY
+
+    tables = (graph.outputs, graph.grads, graph.updates)
+    need = needed_nodes(graph, [n for t in tables for n in t.values()])
+    env = bind_env(graph, feeds, [n for n, i in graph.inputs.items() if i in need])
+    vals = {}
+    for n in flatten(graph, [x for x in graph.topo_order() if x in need]):
+        dt = np_dtype(run_dtype(n.type.dtype, float_dtype))
+        if n.op == "input":
+            vals[n.key] = np.asarray(feeds[n.attrs["name"]]).astype(dt)
+        elif n.op == "param":
+            vals[n.key] = np.array(params[n.attrs["name"]], dtype=dt)
+        elif n.op == "const":
+            vals[n.key] = np.asarray(n.attrs["value"], dtype=dt)
+        else:
+            prim = REGISTRY[n.op]
+            kw = {k: concrete(v, env, float_dtype, k) for k, v in n.attrs.items()}
+            if prim.random:
+                kw["rng"] = step_rng(np, seed, step, n.key)
+            vals[n.key] = np.asarray(prim.numpy(np, *[vals[i] for i in n.inputs], **kw))
+    return tuple({k: vals[v] for k, v in t.items()} for t in tables)
