@@ -307,8 +307,10 @@ def _plan_buffers(info, env, float_dtype, steps, values, roots) -> list[int]:
         shape, dtype = tuple(x.evaluate(env) for x in t.shape), run_dtype(t.dtype, float_dtype)
         need = int(np.prod(shape, dtype=np.int64)) * np_dtype(dtype).itemsize
         buf = None
-        for src in dict.fromkeys(s.inputs):  # write over an operand that dies here
+        for src in dict.fromkeys(s.inputs):  # write over an operand that dies here...
             if src in placed and last.get(src) == i and _inplace_ok(info[n], info[src]):
+                if any(owner(o) == src for o in s.inputs if o != src):
+                    continue  # ...unless another operand is a view of it, read as we write
                 buf = placed[src]
                 dies[i].remove(src)
                 break

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 from dslc.runtime.checkpoint import FILENAME, Checkpoint, load_checkpoint, save_checkpoint
 from dslc.runtime.model import Model
-from dslc.runtime.optim import OPTIMIZERS, clip_by_global_norm, make_optimizer, make_schedule
+from dslc.runtime.optim import clip_by_global_norm, make_optimizer, make_schedule
 from dslc.runtime.rng import data_rng, split_seed
 
 from dslc import __version__
@@ -88,12 +88,6 @@ class Settings:
         if s.clip_norm is not None and s.clip_norm <= 0:
             raise ConfigError(f"clip norm must be positive, got {s.clip_norm}")
         return s
-
-    @property
-    def lr(self) -> float:
-        cls = OPTIMIZERS.get(self.optimizer)
-        default = cls.defaults["lr"] if cls else 1e-3
-        return float(self.optimizer_args.get("lr", default))
 
 
 class Progress:
@@ -255,9 +249,7 @@ class Trainer:
             if not math.isfinite(loss):
                 raise self._anomaly(batch, loss)
             if s.clip_norm is not None:
-                norm = clip_by_global_norm(groups_grads, s.clip_norm, self.xp)
-                if self.detect_anomaly and not math.isfinite(norm):
-                    raise self._anomaly(batch, loss)
+                clip_by_global_norm(groups_grads, s.clip_norm, self.xp)
             opt.step()
             st.step += 1
             st.batch_in_epoch += 1
