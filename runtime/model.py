@@ -133,8 +133,7 @@ class Model:
     def load_pretrained(self, path: str, prefix: str = "") -> list[str]:
         """Copy matching tensors of a checkpoint (or any safetensors file) into parameters
         under `prefix` (the `load "w.safetensors" into enc` of a train section)."""
-        names = load_pretrained(path, prefix, self.params, self.xp)
-        return names
+        return load_pretrained(path, prefix, self.params, self.xp)
 
 
 def _join(parts: list):

@@ -127,10 +127,6 @@ class ParamStore:
         by_dtype = dict(zip(self.group_dtypes(), arrays))
         return {n: self._view(by_dtype, self.layout[n]) for n in self.grads}
 
-    def trained(self) -> list[str]:
-        """Names of the parameters that get gradients (and optimizer updates)."""
-        return list(self.grads)
-
     def check_graph(self, graph: Graph) -> None:
         """Every parameter of `graph` (another mode of the model) is stored here, same type."""
         for name, nid in graph.params.items():

@@ -216,6 +216,7 @@ def schedule(
     nodes = flatten(graph, [n for n in graph.topo_order() if n in needed])
 
     values: dict[Any, Value | None] = {}
+    typed: dict[Any, tuple[tuple[int, ...], str]] = {}  # key -> concrete (shape, dtype)
     steps: list[Step] = []
     inputs: dict[str, int] = {}
     for n in nodes:
@@ -226,6 +227,7 @@ def schedule(
                 f"node %{n.key} ({n.op}) has a size in {e.args[0]}, which no input binds", n.span
             ) from None
         dtype = run_dtype(n.type.dtype, float_dtype)
+        typed[n.key] = (shape, dtype)
         if n.op == "input":
             values[n.key] = Value("input", shape, dtype, n.attrs["name"])
             inputs[n.attrs["name"]] = n.key
@@ -245,13 +247,11 @@ def schedule(
     grad_copies = []
     for name, nid in grad_map.items():
         if values[nid] is None:  # a computed value: its kernel writes the gradient in place
-            t = graph.data(nid)["type"]
-            shape = tuple(x.evaluate(env) for x in t.shape)
-            values[nid] = Value("grad", shape, run_dtype(t.dtype, float_dtype), name)
+            values[nid] = Value("grad", *typed[nid], name)
         else:
             grad_copies.append((name, nid))
     info = {n.key: n for n in nodes}
-    buffers = _plan_buffers(info, env, float_dtype, steps, values, roots)
+    buffers = _plan_buffers(info, typed, steps, values, roots)
     return Plan(
         env=env,
         float_dtype=float_dtype,
@@ -273,7 +273,7 @@ def _inplace_ok(node: Node, operand: Node) -> bool:
     return node.type == operand.type and prim.kind in INPLACE_KINDS and not prim.random
 
 
-def _plan_buffers(info, env, float_dtype, steps, values, roots) -> list[int]:
+def _plan_buffers(info, typed, steps, values, roots) -> list[int]:
     """Give every computed value not placed yet an arena buffer; returns the buffer sizes."""
 
     def owner(n):
@@ -303,8 +303,7 @@ def _plan_buffers(info, env, float_dtype, steps, values, roots) -> list[int]:
         n = s.node
         if values[n] is not None:  # a view, or a gradient written in place
             continue
-        t = info[n].type
-        shape, dtype = tuple(x.evaluate(env) for x in t.shape), run_dtype(t.dtype, float_dtype)
+        shape, dtype = typed[n]
         need = int(np.prod(shape, dtype=np.int64)) * np_dtype(dtype).itemsize
         buf = None
         for src in dict.fromkeys(s.inputs):  # write over an operand that dies here...

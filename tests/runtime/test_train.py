@@ -185,3 +185,24 @@ def test_evaluate_reports_loss_and_metrics():
     t.fit()
     res = evaluate(t.model, dataset(), ["accuracy", "f1"], batch_size=64)
     assert set(res) == {"loss", "accuracy", "f1"} and res["accuracy"] > 0.8
+
+
+def test_load_pretrained_by_name_and_prefix(tmp_path):
+    from dslc.runtime.checkpoint import load_pretrained
+    from safetensors.numpy import save_file
+
+    params = {"enc.W": np.zeros((2, 3), np.float32), "enc.b": np.zeros(3, np.float32),
+              "head.W": np.zeros((3, 1), np.float32)}  # fmt: skip
+    plain = str(tmp_path / "w.safetensors")
+    save_file({"W": np.ones((2, 3), np.float64), "b": np.full(3, 2.0, np.float32)}, plain)
+    assert load_pretrained(plain, "enc", params) == ["enc.W", "enc.b"]
+    assert params["enc.W"].tolist() == [[1, 1, 1]] * 2 and params["head.W"].sum() == 0
+    ckpt = str(tmp_path / "c.safetensors")
+    save_checkpoint(ckpt, {"head.W": np.full((3, 1), 5.0, np.float32)}, meta={"step": 1})
+    assert load_pretrained(ckpt, "", params) == ["head.W"] and params["head.W"].sum() == 15
+    save_file({"W": np.ones((3, 3), np.float32)}, plain)
+    with pytest.raises(CheckpointError, match="1 tensor.s. do not fit") as e:
+        load_pretrained(plain, "enc", params)
+    assert e.value.notes == ["W: float32[3, 3] in the file, enc.W is float32[2, 3]"]
+    with pytest.raises(CheckpointError, match="no tensor matches a parameter under `dec`"):
+        load_pretrained(plain, "dec", params)
