@@ -22,11 +22,12 @@ from typing import Any
 import numpy as np
 
 from dslc.errors import CheckpointError, ConfigError
+from dslc.ir.program import TrainConfig
 from dslc.runtime.checkpoint import Checkpoint
 from dslc.runtime.data import Dataset, load_dataset, validate
 from dslc.runtime.model import Model
 from dslc.runtime.rng import split_seed
-from dslc.runtime.train import Settings, Trainer, resume_checkpoint
+from dslc.runtime.train import Trainer, resolve_config, resume_checkpoint
 from dslc.runtime.train import evaluate as _evaluate
 
 __all__ = ["Model", "Run", "load", "train", "evaluate", "predict", "generate"]
@@ -101,7 +102,7 @@ class Run:
     """A finished (or stopped) training run."""
 
     model: Model
-    settings: Settings
+    settings: TrainConfig
     history: list[dict[str, Any]] = field(default_factory=list)
     out: str | None = None
 
@@ -144,11 +145,11 @@ def train(
         program = model.program
     else:
         program = load_program(str(model), sets or None)
-    settings = Settings.resolve(
-        program,
+    settings = resolve_config(
+        program.train,
         saved.get("settings"),
         epochs=epochs,
-        batch_size=batch_size,
+        batch=batch_size,
         lr=lr,
         seed=seed,
     )
@@ -210,7 +211,7 @@ def evaluate(
     """Metrics of the model on `data`: `split="val"` takes the held-out part that training
     used (same fraction and seed), `train` the rest, `all` everything."""
     model = _model(model, training=False, overrides=overrides, weights=weights)
-    settings = Settings.resolve(model.program, _saved(model, "settings"))
+    settings = resolve_config(model.program.train, _saved(model, "settings"))
     names = list(metrics) if metrics is not None else settings.metrics
     dataset = dataset_for(model, data, source_hint=data_hint)
     if split != "all":
@@ -220,7 +221,7 @@ def evaluate(
         dataset = va if split == "val" else tr
     if len(dataset) == 0:
         raise ConfigError(f"no examples to evaluate in the {split} split")
-    result = _evaluate(model, dataset, names, batch_size or max(settings.batch_size, 256))
+    result = _evaluate(model, dataset, names, batch_size or max(settings.batch, 256))
     result["examples"] = len(dataset)
     return result
 

@@ -20,7 +20,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -31,63 +31,41 @@ from dslc.runtime.rng import data_rng, split_seed
 
 from dslc import __version__
 from dslc.errors import AnomalyError, CheckpointError, ConfigError
+from dslc.ir.program import TrainConfig
 
 METRICS_FILE = "metrics.jsonl"
 
 
-@dataclass
-class Settings:
-    """The resolved training settings of a run (stored in its checkpoint)."""
+# the TrainConfig fields a run records in its checkpoint and takes back when resumed
+RUN_FIELDS = ("optimizer", "optimizer_args", "schedule", "schedule_args", "epochs", "batch",
+              "metrics", "clip_norm", "weight_decay", "val_split", "seed")  # fmt: skip
 
-    optimizer: str = "adam"
-    optimizer_args: dict[str, Any] = field(default_factory=dict)
-    schedule: str | None = None
-    schedule_args: dict[str, Any] = field(default_factory=dict)
-    epochs: int = 10
-    batch_size: int = 32
-    metrics: list[str] = field(default_factory=list)
-    clip_norm: float | None = None
-    weight_decay: float = 0.0
-    val_split: float = 0.1
-    seed: int = 0
 
-    @classmethod
-    def resolve(cls, program, saved: Mapping[str, Any] | None = None, **overrides) -> Settings:
-        """The program's train section, then a resumed run's saved settings, then the
-        overrides that are not None (`lr` goes into optimizer_args)."""
-        t = program.train
-        s = cls(
-            optimizer=t.optimizer,
-            optimizer_args=dict(t.optimizer_args),
-            schedule=t.schedule,
-            schedule_args=dict(t.schedule_args),
-            epochs=t.epochs,
-            batch_size=t.batch,
-            metrics=list(t.metrics),
-            clip_norm=t.clip_norm,
-            weight_decay=t.weight_decay,
-            val_split=t.val_split,
-            seed=t.seed,
-        )
-        names = {f.name for f in fields(cls)}
-        for k, v in (saved or {}).items():
-            if k in names:
-                setattr(s, k, v)
-        lr = overrides.pop("lr", None)
-        for k, v in overrides.items():
-            if k not in names:
-                raise ConfigError(f"unknown training setting {k!r}")
-            if v is not None:
-                setattr(s, k, v)
-        if lr is not None:
-            s.optimizer_args = {**s.optimizer_args, "lr": float(lr)}
-        if s.epochs < 0:
-            raise ConfigError(f"epochs must not be negative, got {s.epochs}")
-        if s.batch_size < 1:
-            raise ConfigError(f"batch size must be at least 1, got {s.batch_size}")
-        if s.clip_norm is not None and s.clip_norm <= 0:
-            raise ConfigError(f"clip norm must be positive, got {s.clip_norm}")
-        return s
+def resolve_config(
+    config: TrainConfig, saved: Mapping[str, Any] | None = None, **overrides
+) -> TrainConfig:
+    """A program's train section, then a resumed run's recorded settings, then the overrides
+    that are not None (`lr` goes into optimizer_args)."""
+    out = replace(config, **{k: v for k, v in (saved or {}).items() if k in RUN_FIELDS})
+    lr = overrides.pop("lr", None)
+    unknown = set(overrides) - set(RUN_FIELDS)
+    if unknown:
+        raise ConfigError(f"unknown training setting {sorted(unknown)[0]!r}")
+    out = replace(out, **{k: v for k, v in overrides.items() if v is not None})
+    if lr is not None:
+        out.optimizer_args = {**out.optimizer_args, "lr": float(lr)}
+    if out.epochs < 0:
+        raise ConfigError(f"epochs must not be negative, got {out.epochs}")
+    if out.batch < 1:
+        raise ConfigError(f"batch size must be at least 1, got {out.batch}")
+    if out.clip_norm is not None and out.clip_norm <= 0:
+        raise ConfigError(f"clip norm must be positive, got {out.clip_norm}")
+    return out
+
+
+def recorded(config: TrainConfig) -> dict[str, Any]:
+    """The settings of a run as its checkpoint records them."""
+    return {k: getattr(config, k) for k in RUN_FIELDS}
 
 
 class Progress:
@@ -155,7 +133,7 @@ class Trainer:
         self,
         model: Model,
         dataset,
-        settings: Settings,
+        settings: TrainConfig,
         *,
         out: str | None = None,
         resume: Checkpoint | None = None,
@@ -188,7 +166,7 @@ class Trainer:
             raise ConfigError("no training examples: the dataset is empty")
         self.vocab = dataset.meta.get("vocab")
         self.window = dataset.meta.get("seq")  # a text model's training window length
-        self.steps_per_epoch = self.train_set.num_batches(s.batch_size)
+        self.steps_per_epoch = self.train_set.num_batches(s.batch)
         self.total_steps = self.steps_per_epoch * s.epochs
         self.lr_at = make_schedule(
             s.schedule, s.schedule_args, self.base_lr, self.total_steps, self.steps_per_epoch
@@ -233,7 +211,7 @@ class Trainer:
         t0 = time.perf_counter()
         seen0 = st.examples
         batches = self.train_set.batches(
-            s.batch_size, data_rng(s.seed, st.epoch), shuffle=True, skip=st.batch_in_epoch
+            s.batch, data_rng(s.seed, st.epoch), shuffle=True, skip=st.batch_in_epoch
         )
         for batch in batches:
             if max_steps is not None and st.step >= max_steps:
@@ -264,9 +242,7 @@ class Trainer:
             "train_loss": st.loss_sum / max(st.examples, 1),
         }
         if len(self.val_set):
-            row.update(
-                {f"val_{k}": v for k, v in self.evaluate(self.val_set, s.batch_size).items()}
-            )
+            row.update({f"val_{k}": v for k, v in self.evaluate(self.val_set, s.batch).items()})
         row["lr"] = opt.lr
         row["seconds"] = round(time.perf_counter() - t0, 3)
         st.epoch += 1
@@ -327,7 +303,7 @@ class Trainer:
             "model": self.model.name,
             "model_hash": self.model.program.model_hash,
             "seed": self.settings.seed,
-            "settings": asdict(self.settings),
+            "settings": recorded(self.settings),
             "state": asdict(self.state),
             "step": self.state.step,
             "epoch": self.state.epoch,

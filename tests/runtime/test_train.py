@@ -10,7 +10,7 @@ import pytest
 from dslc.runtime import checkpoint as ckpt_mod
 from dslc.runtime.checkpoint import FILENAME, load_checkpoint, save_checkpoint
 from dslc.runtime.model import Model
-from dslc.runtime.train import Settings, Trainer, evaluate
+from dslc.runtime.train import Trainer, evaluate, resolve_config
 from runtime_graphs import dataset, program
 
 from dslc.errors import AnomalyError, CheckpointError, ConfigError
@@ -19,7 +19,7 @@ from dslc.errors import AnomalyError, CheckpointError, ConfigError
 def run(tmp, prog=None, resume=False, max_steps=None, every=0, **settings):
     prog = prog or program()
     ck = load_checkpoint(tmp) if resume else None
-    s = Settings.resolve(prog, ck.meta["settings"] if ck else None, **settings)
+    s = resolve_config(prog.train, ck.meta["settings"] if ck else None, **settings)
     model = Model(prog, seed=s.seed)
     t = Trainer(model, dataset(), s, out=str(tmp), resume=ck, quiet=True, checkpoint_every=every)
     t.fit(max_steps=max_steps)
@@ -102,7 +102,7 @@ def test_a_nan_loss_stops_with_the_node_and_no_checkpoint(tmp_path):
 
 def test_detect_anomaly_names_the_node(tmp_path):
     prog = program(optimizer_args={"lr": 1e30}, epochs=1)
-    s = Settings.resolve(prog)
+    s = resolve_config(prog.train)
     t = Trainer(Model(prog), dataset(), s, quiet=True, detect_anomaly=True)
     with pytest.raises(AnomalyError, match=r"node %\d+ \(`\w+`( in `l\d`)?\) produced (Inf|NaN)"):
         t.fit()
@@ -110,7 +110,7 @@ def test_detect_anomaly_names_the_node(tmp_path):
 
 def test_non_finite_weights_are_never_saved(tmp_path):
     prog = program()
-    t = Trainer(Model(prog), dataset(), Settings.resolve(prog), out=str(tmp_path), quiet=True)
+    t = Trainer(Model(prog), dataset(), resolve_config(prog.train), out=str(tmp_path), quiet=True)
     t.model.params["l1.b"][0] = np.inf
     with pytest.raises(AnomalyError, match="parameter l1.b holds NaN or Inf"):
         t.save()
@@ -165,23 +165,23 @@ def test_resume_with_missing_optimizer_state_names_the_tensor(tmp_path):
     del ck.optim["momentum_buffer"]["l2.W"]
     prog = program()
     with pytest.raises(CheckpointError, match="no tensor `optim/momentum_buffer/l2.W`"):
-        Trainer(Model(prog), dataset(), Settings.resolve(prog), resume=ck, quiet=True)
+        Trainer(Model(prog), dataset(), resolve_config(prog.train), resume=ck, quiet=True)
 
 
 def test_settings_resolution():
     prog = program()
-    s = Settings.resolve(prog, {"batch_size": 8, "seed": 5}, epochs=7, lr=0.5, seed=None)
-    assert (s.epochs, s.batch_size, s.seed, s.optimizer_args["lr"]) == (7, 8, 5, 0.5)
+    s = resolve_config(prog.train, {"batch": 8, "seed": 5}, epochs=7, lr=0.5, seed=None)
+    assert (s.epochs, s.batch, s.seed, s.optimizer_args["lr"]) == (7, 8, 5, 0.5)
     assert s.optimizer_args["momentum"] == 0.9
     with pytest.raises(ConfigError, match="batch size must be at least 1"):
-        Settings.resolve(prog, batch_size=0)
+        resolve_config(prog.train, batch=0)
     with pytest.raises(ConfigError):
-        Trainer(Model(prog), dataset(), Settings.resolve(prog, metrics=["acuracy"]), quiet=True)
+        Trainer(Model(prog), dataset(), resolve_config(prog.train, metrics=["acuracy"]), quiet=True)
 
 
 def test_evaluate_reports_loss_and_metrics():
     prog = program()
-    t = Trainer(Model(prog), dataset(), Settings.resolve(prog), quiet=True)
+    t = Trainer(Model(prog), dataset(), resolve_config(prog.train), quiet=True)
     t.fit()
     res = evaluate(t.model, dataset(), ["accuracy", "f1"], batch_size=64)
     assert set(res) == {"loss", "accuracy", "f1"} and res["accuracy"] > 0.8
