@@ -64,7 +64,11 @@ class Builder:
     def const(self, value, dtype: str = "f32") -> int:
         """A constant; scalars are stored as Python numbers, arrays as read-only ndarrays."""
         if np.ndim(value) == 0:
-            v = bool(value) if dtype == "bool" else (float(value) if dtype[0] == "f" else int(value))
+            v = (
+                bool(value)
+                if dtype == "bool"
+                else (float(value) if dtype[0] == "f" else int(value))
+            )
             return self.graph.add(
                 "const", (), TensorType((), dtype), {"value": v}, self.span, self.scope
             )
@@ -99,4 +103,3 @@ class Builder:
         nid = self.graph.add("param", (), type, attrs, self.span, self.scope)
         self.graph.params[name] = nid
         return nid
-
