@@ -48,11 +48,11 @@ def compile_(model, sets, emit, mode, show_passes, after, explain, depth, output
     """Compile MODEL and print its summary, IR (--emit ir|json|dot) or pass reports."""
     from dslc.frontend import load_program
 
-    program = load_program(model, parse_sets(sets))
     run_passes = bool(after or show_passes or explain)
     if mode is None:
         mode = "infer" if (emit in (None, "summary") and not run_passes) else "train"
-    graph = program.train_graph if mode == "train" else program.infer_graph
+    program = load_program(model, parse_sets(sets), mode=mode)  # lowers only this graph
+    graph = program.graph(mode)
     stage = "lowered"
     if run_passes:
         from dslc.passes import run_pipeline  # 70 ms of imports a plain summary does not need

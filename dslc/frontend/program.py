@@ -34,16 +34,18 @@ def load_program(
     overrides: dict[str, Any] | None = None,
     *,
     allow_imports_outside: bool | None = None,
+    mode: str = "train",
 ) -> Program:
     """Parse, resolve, check and lower a `.nn` file.
 
     Raises the DslcError when there is exactly one, an ErrorList when there are several.
     `allow_imports_outside` (default: the DSLC_ALLOW_IMPORTS_OUTSIDE environment variable)
-    lets `import` reach files outside the main file's directory.
+    lets `import` reach files outside the main file's directory. `mode` names the graph
+    lowered now (`train` or `infer`); the other is lowered when first asked for.
     """
     errors: list[DslcError] = []
     try:
-        program = _load(str(path), overrides, allow_imports_outside, errors)
+        program = _load(str(path), overrides, allow_imports_outside, mode, errors)
     except ErrorList as el:
         errors.extend(el.errors)
         program = None
@@ -69,10 +71,13 @@ def check(
     overrides: dict[str, Any] | None = None,
     *,
     allow_imports_outside: bool | None = None,
+    mode: str = "train",
 ) -> Program:
     """Like load_program, but every failure is raised as an ErrorList."""
     try:
-        return load_program(path, overrides, allow_imports_outside=allow_imports_outside)
+        return load_program(
+            path, overrides, allow_imports_outside=allow_imports_outside, mode=mode
+        )
     except ErrorList:
         raise
     except DslcError as e:
@@ -96,7 +101,7 @@ def _dedupe(errors: list[DslcError]) -> list[DslcError]:
     return out
 
 
-def _load(path, overrides, allow, errors: list[DslcError]) -> Program | None:
+def _load(path, overrides, allow, mode, errors: list[DslcError]) -> Program | None:
     loader = Loader(path, allow)
     ns = loader.load_main()
     errors.extend(loader.errors)
@@ -114,36 +119,39 @@ def _load(path, overrides, allow, errors: list[DslcError]) -> Program | None:
     cfg, field_spans = build_config(tdef, os.path.dirname(os.path.abspath(path)), hparams, errors)
     apply_train_overrides(cfg, tr_over)
 
-    train_lw = Lowerer(training=True)
-    train_graph = train_lw.lower_model(mdef, ns, hparams)
-    if train_lw.errors or errors:
-        errors.extend(train_lw.errors)
-        return None
-    infer_lw = Lowerer(training=False)
-    infer_graph = infer_lw.lower_model(mdef, ns, hparams)
-    if infer_lw.errors:  # pragma: no cover - the same program lowered in the other mode
-        errors.extend(infer_lw.errors)
-        return None
-    _implicit_output(train_lw, infer_lw)
-    _prune_for_inference(infer_graph)
-    _apply_freeze(cfg.freeze, [train_graph, infer_graph], field_spans.get("freeze"), errors)
-    if errors:
-        return None
     meta = {"model": mdef.name, "hparams": dict(hparams), "file": path}
-    train_graph.meta.update(meta, mode="train")
-    infer_graph.meta.update(meta, mode="infer")
+
+    def lower(which: str, errs: list[DslcError] | None = None) -> Graph | None:
+        lw = Lowerer(training=which == "train")
+        g = lw.lower_model(mdef, ns, hparams)
+        if lw.errors:
+            if errs is None:  # pragma: no cover - the same program lowered in the other mode
+                raise ErrorList(lw.errors)
+            errs.extend(lw.errors)
+            return None
+        _implicit_output(lw)
+        if which == "infer":
+            _prune_for_inference(g)
+        # freeze errors are reported once, for the graph lowered at load time
+        _apply_freeze(cfg.freeze, g, field_spans.get("freeze"), [] if errs is None else errs)
+        g.meta.update(meta, mode=which)
+        return g
+
+    first = lower(mode, errors)
+    if first is None or errors:
+        return None
     sources = dict(loader.sources)
     sources.update(prelude_sources())
     program = Program(
         name=mdef.name,
         file=path,
         hparams=dict(hparams),
-        train_graph=train_graph,
-        infer_graph=infer_graph,
         train=cfg,
         sources=sources,
+        lower=lower,
+        hasher=graph_hash,
+        **{f"{mode}_graph": first},
     )
-    program.model_hash = graph_hash(train_graph)
     return program
 
 
@@ -259,13 +267,12 @@ def _coerce(name: str, default, v):
     return v
 
 
-def _implicit_output(train_lw: Lowerer, infer_lw: Lowerer) -> None:
+def _implicit_output(lw: Lowerer) -> None:
     """A model with no `output` predicts the first argument of its loss function."""
-    for lw in (train_lw, infer_lw):
-        g = lw.graph
-        if any(k != "loss" for k in g.outputs) or lw.loss_first_arg is None:
-            continue
-        g.outputs = {"prediction": lw.loss_first_arg, **g.outputs}
+    g = lw.graph
+    if any(k != "loss" for k in g.outputs) or lw.loss_first_arg is None:
+        return
+    g.outputs = {"prediction": lw.loss_first_arg, **g.outputs}
 
 
 def _prune_for_inference(g: Graph) -> None:
@@ -292,10 +299,10 @@ def _prune_for_inference(g: Graph) -> None:
         g.remove(nid)
 
 
-def _apply_freeze(patterns: list[str], graphs: list[Graph], span, errors) -> None:
+def _apply_freeze(patterns: list[str], g: Graph, span, errors) -> None:
     if not patterns:
         return
-    names = list(graphs[0].params)
+    names = list(g.params)
     for pat in patterns:
         hits = [n for n in names if fnmatch.fnmatchcase(n, pat)]
         if not hits:
@@ -309,10 +316,8 @@ def _apply_freeze(patterns: list[str], graphs: list[Graph], span, errors) -> Non
                 )
             )
             continue
-        for g in graphs:
-            for n in hits:
-                if n in g.params:
-                    g.data(g.params[n])["attrs"]["frozen"] = True
+        for n in hits:
+            g.data(g.params[n])["attrs"]["frozen"] = True
 
 
 def graph_hash(g: Graph) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
+import re
 from pathlib import Path
 
 from dslc.errors import ConfigError, DslcError, ImportError_, NameError_, Span
@@ -83,24 +84,54 @@ def _define_blocks(ns: ModuleNS, errors: list[DslcError]) -> None:
 # --- the prelude: dslc/layers/*.nn -----------------------------------------------------------
 
 
+_BLOCK_DEF = re.compile(r"^[ \t]*block[ \t]+([A-Za-z_][A-Za-z_0-9]*)", re.MULTILINE)
+
+
+class PreludeNS(ModuleNS):
+    """The built-in layer blocks of dslc/layers/*.nn. A file is parsed when one of its blocks
+    is first looked up, so a model pays only for the layer files it uses."""
+
+    def __init__(self, files: dict[str, str]):
+        super().__init__(A.Module(str(LAYERS_DIR)), str(LAYERS_DIR), None)
+        self.files = files  # path -> text
+        self.index: dict[str, str] = {}  # block name -> the file that defines it
+        for path, text in files.items():
+            for name in _BLOCK_DEF.findall(text):
+                if name in self.index:
+                    raise NameError_(
+                        f"built-in block `{name}` is defined in {self.index[name]} and {path}"
+                    )
+                self.index[name] = path
+        self.parsed: set[str] = set()
+
+    def lookup(self, name: str):
+        path = self.index.get(name)
+        if path is not None and path not in self.parsed:
+            self.parsed.add(path)
+            module = parse_text(self.files[path], path)
+            for b in module.blocks:
+                self.blocks[b.name] = dataclasses.replace(b, builtin=True)
+        b = self.blocks.get(name)
+        return None if b is None else (b, self)
+
+    def visible_names(self) -> set[str]:
+        return set(self.index)
+
+
 @functools.lru_cache(maxsize=1)
-def prelude() -> ModuleNS:
-    """All built-in layer blocks, parsed once per process."""
-    blocks: list[A.BlockDef] = []
-    for path in sorted(LAYERS_DIR.glob("*.nn")):
-        module = parse_text(path.read_text(encoding="utf-8"), str(path))
-        blocks.extend(dataclasses.replace(b, builtin=True) for b in module.blocks)
-    merged = A.Module(str(LAYERS_DIR), blocks=tuple(blocks), order=tuple(blocks))
-    ns = ModuleNS(merged, str(LAYERS_DIR), None)
-    errors: list[DslcError] = []
-    _define_blocks(ns, errors)
-    if errors:
-        raise errors[0]
-    return ns
+def prelude() -> PreludeNS:
+    """The built-in layer blocks; each file parsed at most once per process."""
+    return PreludeNS(prelude_sources())
+
+
+@functools.lru_cache(maxsize=1)
+def _layer_files() -> tuple[tuple[str, str], ...]:
+    return tuple((str(p), p.read_text(encoding="utf-8")) for p in sorted(LAYERS_DIR.glob("*.nn")))
 
 
 def prelude_sources() -> dict[str, str]:
-    return {str(p): p.read_text(encoding="utf-8") for p in sorted(LAYERS_DIR.glob("*.nn"))}
+    """path -> text of every built-in layer file (read once per process)."""
+    return dict(_layer_files())
 
 
 # --- loading a program's files ---------------------------------------------------------------

@@ -58,7 +58,7 @@ class FakeFrontend:
         self.calls: list[tuple[str, dict]] = []
         self.error: Exception | None = None
 
-    def __call__(self, path, overrides=None):
+    def __call__(self, path, overrides=None, **kwargs):
         self.calls.append((path, dict(overrides or {})))
         if self.error is not None:
             raise self.error
