@@ -11,20 +11,13 @@ from lark.lexer import PatternStr
 
 from dslc.errors import Span, SyntaxError_
 from dslc.frontend import ast as A
-from dslc.grammar import GRAMMAR_PATH
+from dslc.frontend import tables
 
 
 @functools.lru_cache(maxsize=1)
 def parser() -> Lark:
-    """The LALR parser, built once per process (and cached on disk by Lark)."""
-    return Lark.open(
-        str(GRAMMAR_PATH),
-        parser="lalr",
-        lexer="contextual",
-        propagate_positions=True,
-        maybe_placeholders=True,
-        cache=True,
-    )
+    """The LALR parser, loaded once per process from pre-generated tables (see tables.py)."""
+    return tables.load()
 
 
 def parse_text(text: str, file: str) -> A.Module:
@@ -269,7 +262,7 @@ class _ToAst(Transformer):
     def freeze_field(self, meta, *globs):
         return A.Field("freeze", tuple(_glob(g) for g in globs), self._span(meta))
 
-    def load_field(self, meta, path, prefix):
+    def load_field(self, meta, path, prefix=None):  # `_glob` is inlined: no placeholder
         return A.Field(
             "load", ((_unquote(path), _glob(prefix) if prefix else ""),), self._span(meta)
         )
