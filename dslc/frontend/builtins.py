@@ -348,6 +348,11 @@ def _transpose(lw, ctx, e, x, perm):
     perm = tuple(
         _int(p, e, "perm", "transpose") for p in (perm if isinstance(perm, list) else [perm])
     )
+    if len(perm) != r or sorted(p % r if -r <= p < r else -1 for p in perm) != list(range(r)):
+        raise ShapeError(
+            f"`transpose`: {list(perm)} is not a permutation of the {r} axes of {x.type}",
+            e.span,
+        )
     return lw.tensor_op(ctx, e.span, "transpose", [x], perm=perm)
 
 

@@ -700,6 +700,10 @@ class Lowerer:
             inner.fixed.add(hp.name)
         # tensor inputs: unify each with its declared type
         for tp, t in zip(bdef.inputs, tensors):
+            if not isinstance(t, Tensor):  # `3 |> repeat(2, B(...))`, `3 |> layer`
+                raise ArgumentError(
+                    f"`{label}`: input `{tp.name}` must be a tensor, got {kind_of(t)}", span
+                )
             self.unify(tp.type, t, inner, f"`{label}` expects `{tp.name}` to be", span)
             inner.env[tp.name] = t
         try:
