@@ -51,6 +51,36 @@ def report_errors(fn):
     return wrapper
 
 
+def allow_imports_option(fn):
+    """Adds `--allow-imports-outside`: let `import` reach files outside the model's folder
+    (the same as DSLC_ALLOW_IMPORTS_OUTSIDE=1, for this command only)."""
+
+    @click.option(
+        "--allow-imports-outside",
+        is_flag=True,
+        help="Allow `import` of files outside the model file's folder.",
+    )
+    @functools.wraps(fn)
+    def wrapper(*args, allow_imports_outside: bool = False, **kwargs):
+        if not allow_imports_outside:
+            return fn(*args, **kwargs)
+        import os
+
+        from dslc.frontend.resolve import ALLOW_ENV
+
+        old = os.environ.get(ALLOW_ENV)
+        os.environ[ALLOW_ENV] = "1"
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            if old is None:
+                os.environ.pop(ALLOW_ENV, None)
+            else:
+                os.environ[ALLOW_ENV] = old
+
+    return wrapper
+
+
 def _debug() -> bool:
     import os
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from dslc.cli import parse_sets, report_errors
+from dslc.cli import allow_imports_option, parse_sets, report_errors
 
 
 @click.command()
@@ -14,6 +14,7 @@ from dslc.cli import parse_sets, report_errors
 )
 # Issue 6 adds `--grad` here: a numerical gradient check of the model, block by block, run
 # on the Program that `load_program` returns below (after the OK line, exit 1 on a mismatch).
+@allow_imports_option
 @report_errors
 def check(model: str, sets: tuple[str, ...]) -> None:
     """Validate MODEL without compiling it further; print OK or the errors (exit 1)."""

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 
 import click
 
-from dslc.cli import parse_sets, report_errors
+from dslc.cli import allow_imports_option, parse_sets, report_errors
 
 EMITS = ("summary", "ir", "json", "dot")
 
@@ -43,6 +43,7 @@ EMITS = ("summary", "ir", "json", "dot")
 @click.option(
     "-o", "--output", type=click.Path(dir_okay=False), help="Write the emitted text to a file."
 )
+@allow_imports_option
 @report_errors
 def compile_(model, sets, emit, mode, show_passes, after, explain, depth, output):
     """Compile MODEL and print its summary, IR (--emit ir|json|dot) or pass reports."""

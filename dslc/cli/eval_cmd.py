@@ -6,7 +6,7 @@ import json
 
 import click
 
-from dslc.cli import parse_sets, report_errors
+from dslc.cli import allow_imports_option, parse_sets, report_errors
 
 
 @click.command("eval")
@@ -23,6 +23,7 @@ from dslc.cli import parse_sets, report_errors
     "--set", "sets", multiple=True, metavar="NAME=VALUE", help="Override a hyper-parameter."
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@allow_imports_option
 @report_errors
 def eval_(model, weights, data, split, metrics, batch_size, sets, as_json):
     """Evaluate MODEL with the weights of a run on a dataset; print its metrics."""

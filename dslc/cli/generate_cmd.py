@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from dslc.cli import parse_sets, report_errors
+from dslc.cli import allow_imports_option, parse_sets, report_errors
 
 
 @click.command()
@@ -21,6 +21,7 @@ from dslc.cli import parse_sets, report_errors
 @click.option(
     "--set", "sets", multiple=True, metavar="NAME=VALUE", help="Override a hyper-parameter."
 )
+@allow_imports_option
 @report_errors
 def generate(model, weights, prompt, tokens, temperature, top_k, seed, sets):
     """Continue PROMPT with text sampled from MODEL (trained on text)."""

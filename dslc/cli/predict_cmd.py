@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 import numpy as np
 
-from dslc.cli import parse_sets, report_errors
+from dslc.cli import allow_imports_option, parse_sets, report_errors
 
 
 @click.command()
@@ -20,6 +20,7 @@ from dslc.cli import parse_sets, report_errors
 @click.option(
     "--set", "sets", multiple=True, metavar="NAME=VALUE", help="Override a hyper-parameter."
 )
+@allow_imports_option
 @report_errors
 def predict(model, weights, input_, output, batch_size, sets):
     """Run MODEL with trained weights on the inputs in FILE."""

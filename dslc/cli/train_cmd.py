@@ -6,7 +6,7 @@ import os
 
 import click
 
-from dslc.cli import parse_sets, report_errors
+from dslc.cli import allow_imports_option, parse_sets, report_errors
 
 
 @click.command()
@@ -31,6 +31,7 @@ from dslc.cli import parse_sets, report_errors
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar and no per-epoch lines.")
 @click.option("--detect-anomaly", is_flag=True, help="Check every value for NaN/Inf and name "
               "the node and source line of the first (slow).")  # fmt: skip
+@allow_imports_option
 @report_errors
 def train(model, data, epochs, batch_size, lr, seed, sets, out, resume, checkpoint_every,
           quiet, detect_anomaly):  # fmt: skip

@@ -176,8 +176,9 @@ class Loader:
                 ImportError_(
                     f'import "{imp.path}": absolute paths are not allowed',
                     imp.span,
-                    hint=f"import files by a path relative to the importing file, or set "
-                    f"{ALLOW_ENV}=1 to allow imports from anywhere",
+                    hint="import files by a path relative to the importing file, or pass "
+                    f"--allow-imports-outside (or set {ALLOW_ENV}=1) to allow imports from "
+                    "anywhere",
                 )
             )
             return
@@ -188,8 +189,9 @@ class Loader:
                 ImportError_(
                     f'import "{imp.path}" leaves the directory of the main file ({self.root})',
                     imp.span,
-                    hint=f"keep imported files next to the model or below it, or set "
-                    f"{ALLOW_ENV}=1 (or pass allow_imports_outside=True) to allow it",
+                    hint="keep imported files next to the model or below it, or pass "
+                    f"--allow-imports-outside (or set {ALLOW_ENV}=1, or "
+                    "allow_imports_outside=True in Python) to allow it",
                 )
             )
             return
