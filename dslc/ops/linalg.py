@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from dslc.errors import ShapeError, ValueError_
 from dslc.ir.dims import Dim, numel, to_dim
 from dslc.ir.types import TensorType, np_dtype
+from dslc.ops.blas_pool import stacked_matmul
 from dslc.ops.registry import NONDIFF, primitive, zero_flops
 from dslc.ops.rules import (
     broadcast_shapes,
@@ -53,6 +56,9 @@ def _matmul(xp, a, b, out=None):
         if out.flags.c_contiguous:
             xp.matmul(rows, b, out=out.reshape(rows.shape[0], b.shape[-1]))
             return out
+    if xp is np and a.ndim > 2 and b.ndim > 2:
+        # a stack of GEMMs: one slab per thread, single-threaded BLAS in each (blas_pool)
+        return stacked_matmul(a, b, out=out)
     return xp.matmul(a, b, out=out)
 
 
