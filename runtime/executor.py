@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 import numpy as np
+from dslc.runtime.kernels_choice import resolve_kernels, resolve_threads
 from dslc.runtime.params import ParamStore
 from dslc.runtime.rng import step_rng
 from dslc.runtime.schedule import Plan, bind_env, needed_nodes, schedule
@@ -63,6 +64,12 @@ class BoundPlan:
                     continue
                 arrays[s.node] = xp.empty(v.shape, dtype=np_dtype(v.dtype))  # copied per run
             out = arrays[s.node]
+            bind = getattr(s.kernel, "bind", None)
+            if bind is not None:  # a generated kernel: the call is prepared once, here
+                fn, args = bind(xp, ins, out, **s.attrs)
+                self.steps.append((fn, args, {}, out))
+                self.nodes.append(s.node)
+                continue
             kw = dict(s.attrs, out=out)
             if s.random:
                 self.random.append((s.node, kw))
@@ -91,9 +98,17 @@ class Executor:
         float_dtype: str | None = None,
         seed: int = 0,
         outputs: Iterable[str] | None = None,
+        kernels: str | None = None,
+        threads: int | None = None,
     ):
         self.graph = graph
         self.xp = xp
+        self.kernels = resolve_kernels(kernels, xp)
+        self.threads = 1
+        if self.kernels == "numba":
+            from dslc.runtime.kernels_numba import set_threads
+
+            self.threads = set_threads(resolve_threads(threads))
         if store is None:
             store = ParamStore(graph, xp, float_dtype or "f32", seed)
         else:
@@ -118,7 +133,8 @@ class Executor:
         bp = self._bound.get(key)
         if bp is None:
             env = bind_env(self.graph, feeds, self.input_names)
-            plan = schedule(self.graph, env, self.float_dtype, self.outputs)
+            plan = schedule(self.graph, env, self.float_dtype, self.outputs,
+                            kernels=self.kernels, threads=self.threads)  # fmt: skip
             if len(self._bound) >= MAX_PLANS:  # generation sees many lengths: keep the latest
                 del self._bound[next(iter(self._bound))]
             bp = self._bound[key] = BoundPlan(plan, self.store, self.xp)
@@ -159,7 +175,7 @@ class Executor:
         else:
             for kernel, args, kw, out in bp.steps:
                 r = kernel(*args, **kw)
-                if r is not out:
+                if r is not out and r is not None:
                     xp.copyto(out, r)
         for dst, src in bp.copies:
             xp.copyto(dst, src)
@@ -182,7 +198,7 @@ class Executor:
                 raise AnomalyError(f"parameter {name} contains NaN or Inf")
         for (kernel, args, kw, out), nid in zip(bp.steps, bp.nodes):
             r = kernel(*args, **kw)
-            if r is not out:
+            if r is not out and r is not None:
                 xp.copyto(out, r)
             if out.dtype.kind == "f" and not bool(xp.isfinite(out).all()):
                 raise anomaly(self.graph, bp.plan.nodes[nid], out, xp)

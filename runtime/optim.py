@@ -7,6 +7,11 @@ single-tensor path), operation for operation, so runs can be compared with it.
 
 An optimizer *consumes* the gradient: it may overwrite the gradient buffer as scratch space
 (the next backward pass writes it again).
+
+With `kernels="numba"` (the default when numba is installed, see
+`dslc.runtime.kernels_choice`) each update is one Numba loop over the flat buffers
+(`dslc.runtime.kernels_optim`); the NumPy operations below are the oracle it is tested
+against.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+from dslc.runtime.kernels_choice import resolve_kernels
 
 from dslc.errors import ConfigError
 
@@ -29,7 +35,7 @@ class Optimizer:
     defaults: dict[str, Any] = {}
     state_names: tuple[str, ...] = ()
 
-    def __init__(self, groups: list[Group], xp=np, **hparams):
+    def __init__(self, groups: list[Group], xp=np, *, kernels: str | None = None, **hparams):
         unknown = set(hparams) - set(self.defaults)
         if unknown:
             raise ConfigError(
@@ -48,6 +54,15 @@ class Optimizer:
         self.state: dict[str, list] = {
             s: [xp.zeros_like(p) for p, _ in self.groups] for s in self.active_state()
         }
+        self.kernels = resolve_kernels(kernels, xp)
+        self.threads = 1
+        if self.kernels == "numba":
+            import numba
+            from dslc.runtime import kernels_optim
+
+            self._ko = kernels_optim
+            self.threads = numba.get_num_threads()
+            self._unused = [kernels_optim.placeholder(p) for p, _ in self.groups]
 
     def active_state(self) -> tuple[str, ...]:
         """The state buffers this configuration needs (momentum only with momentum > 0...)."""
@@ -57,10 +72,25 @@ class Optimizer:
         """Apply one update to every group, in place."""
         self.t += 1
         for i, (p, g) in enumerate(self.groups):
-            self._update(i, p, g, self.scratch[i])
+            if self.kernels == "numba" and p.dtype.kind == "f":
+                self._fused(i, p, g)
+            else:
+                self._update(i, p, g, self.scratch[i])
 
     def _update(self, i: int, p, g, s) -> None:
         raise NotImplementedError
+
+    def _fused(self, i: int, p, g) -> None:
+        """The same update as one kernel (kernels_optim)."""
+        raise NotImplementedError
+
+    def _buf(self, name: str, i: int):
+        """State buffer `name` of group i, or a stand-in when this configuration has none."""
+        bufs = self.state.get(name)
+        return bufs[i] if bufs is not None else self._unused[i]
+
+    def _kernel(self, variants, p):
+        return self._ko.pick(variants, p.size, self.threads)
 
     def _decay_into_grad(self, p, g, s) -> None:
         """g += weight_decay * p (L2 regularisation folded into the gradient)."""
@@ -77,8 +107,8 @@ class SGD(Optimizer):
     defaults = {"lr": 0.01, "momentum": 0.0, "dampening": 0.0, "nesterov": False,
                 "weight_decay": 0.0}  # fmt: skip
 
-    def __init__(self, groups, xp=np, **hp):
-        super().__init__(groups, xp, **hp)
+    def __init__(self, groups, xp=np, *, kernels=None, **hp):
+        super().__init__(groups, xp, kernels=kernels, **hp)
         if self.hp["nesterov"] and (self.hp["momentum"] <= 0 or self.hp["dampening"] != 0):
             raise ConfigError("optimizer sgd: nesterov needs momentum > 0 and no dampening")
 
@@ -108,6 +138,13 @@ class SGD(Optimizer):
         xp.multiply(g, -lr, out=s)
         p += s
 
+    def _fused(self, i, p, g):
+        t, hp = p.dtype.type, self.hp
+        fn = self._kernel(self._ko.SGD, p)
+        nesterov, first = bool(hp["nesterov"]), self.t == 1
+        fn(p, g, self._buf("momentum_buffer", i), t(self.lr), t(hp["momentum"]),
+           t(hp["dampening"]), t(hp["weight_decay"]), nesterov, first)  # fmt: skip
+
 
 class Adam(Optimizer):
     """torch.optim.Adam (L2 decay in the gradient), optionally AMSGrad."""
@@ -117,10 +154,10 @@ class Adam(Optimizer):
                 "amsgrad": False}  # fmt: skip
     decoupled = False
 
-    def __init__(self, groups, xp=np, **hp):
+    def __init__(self, groups, xp=np, *, kernels=None, **hp):
         if "betas" in hp:  # accept torch's spelling too
             hp["beta1"], hp["beta2"] = hp.pop("betas")
-        super().__init__(groups, xp, **hp)
+        super().__init__(groups, xp, kernels=kernels, **hp)
         for b in ("beta1", "beta2"):
             if not 0.0 <= self.hp[b] < 1.0:
                 raise ConfigError(f"optimizer {self.name}: {b} must be in [0, 1), got {self.hp[b]}")
@@ -154,6 +191,15 @@ class Adam(Optimizer):
         xp.divide(m, s, out=s)  # p -= lr / bc1 * m / denom
         s *= -(lr / bc1)
         p += s
+
+    def _fused(self, i, p, g):
+        t, hp = p.dtype.type, self.hp
+        b1, b2 = hp["beta1"], hp["beta2"]
+        fn = self._kernel(self._ko.ADAM, p)
+        fn(p, g, self._buf("exp_avg", i), self._buf("exp_avg_sq", i),
+           self._buf("max_exp_avg_sq", i), t(self.lr), t(b1), t(b2), t(hp["eps"]),
+           t(hp["weight_decay"]), self.decoupled, bool(hp["amsgrad"]),
+           t(1.0 - b1**self.t), t(math.sqrt(1.0 - b2**self.t)))  # fmt: skip
 
 
 class AdamW(Adam):
@@ -208,18 +254,27 @@ class RMSprop(Optimizer):
             s *= -lr
         p += s
 
+    def _fused(self, i, p, g):
+        t, hp = p.dtype.type, self.hp
+        fn = self._kernel(self._ko.RMSPROP, p)
+        fn(p, g, self._buf("square_avg", i), self._buf("grad_avg", i),
+           self._buf("momentum_buffer", i), t(self.lr), t(hp["alpha"]), t(hp["eps"]),
+           t(hp["weight_decay"]), t(hp["momentum"]), bool(hp["centered"]))  # fmt: skip
+
 
 OPTIMIZERS: dict[str, type[Optimizer]] = {c.name: c for c in (SGD, Adam, AdamW, RMSprop)}
 
 
-def make_optimizer(name: str, groups: list[Group], xp=np, **hparams) -> Optimizer:
+def make_optimizer(
+    name: str, groups: list[Group], xp=np, *, kernels: str | None = None, **hparams
+) -> Optimizer:
     """An optimizer by its `.nn` name (`sgd`, `adam`, `adamw`, `rmsprop`)."""
     cls = OPTIMIZERS.get(name.lower())
     if cls is None:
         raise ConfigError(
             f"unknown optimizer {name!r}; choose one of {', '.join(sorted(OPTIMIZERS))}"
         )
-    return cls(groups, xp, **hparams)
+    return cls(groups, xp, kernels=kernels, **hparams)
 
 
 # --- gradient clipping -----------------------------------------------------------------------

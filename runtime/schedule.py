@@ -24,17 +24,24 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from dslc.runtime.kernels_choice import KERNELS
 from dslc.runtime.params import run_dtype
 
-from dslc.errors import DataError, InternalError
+from dslc.codegen.expr import Unsupported, lower, single_body
+from dslc.errors import ConfigError, DataError, InternalError
 from dslc.ir.dims import Dim, format_shape
 from dslc.ir.graph import Graph
 from dslc.ir.types import DTYPES, TensorType, np_dtype
 from dslc.ops import REGISTRY
+from dslc.passes.fuse import reduced_axes
 from dslc.passes.memory import INPLACE_KINDS
 
 VIEW_OPS = frozenset({"reshape", "transpose", "broadcast_to", "slice", "index"})
 STORED = ("input", "param", "const")
+# nodes outside any fused group that still get a generated kernel: NumPy needs several
+# passes (and temporaries) for each of these
+GENERATED_SINGLES = frozenset({"gelu", "erf", "tanh", "sigmoid", "softplus", "leaky_relu",
+                               "where", "softmax", "log_softmax", "logsumexp", "var"})  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -79,6 +86,9 @@ class Plan:
     nodes: dict[Any, Node]  # key -> the node it computes, for reports
     grad_copies: list[tuple[str, int]] = field(default_factory=list)  # grads not written in place
     updates: list[tuple[str, int]] = field(default_factory=list)  # param <- value, after the run
+    kernels: str = "numpy"  # who runs fused groups: NumPy calls, or generated kernels
+    generated: list = field(default_factory=list)  # keys of the steps that are one kernel
+    fallbacks: list[tuple[Any, str]] = field(default_factory=list)  # (fused key, why NumPy)
 
     @property
     def arena_bytes(self) -> int:
@@ -167,8 +177,9 @@ class Node:
     scope: str = ""
 
 
-def flatten(graph: Graph, order: Iterable[int]) -> list[Node]:
-    """The nodes in execution order, each `fused` node replaced by its body's nodes.
+def flatten(graph: Graph, order: Iterable[int], whole: frozenset = frozenset()) -> list[Node]:
+    """The nodes in execution order, each `fused` node not in `whole` replaced by its body's
+    nodes.
 
     A body's `input` nodes stand for the fused node's operands and its output is the fused
     node's value: kernels of the body read and write the outer values directly.
@@ -176,7 +187,7 @@ def flatten(graph: Graph, order: Iterable[int]) -> list[Node]:
     out: list[Node] = []
     for nid in order:
         d = graph.data(nid)
-        if d["op"] != "fused":
+        if d["op"] != "fused" or nid in whole:
             out.append(Node(nid, d["op"], tuple(d["inputs"]), d["type"], d["attrs"],
                             d.get("span"), d.get("scope", "")))  # fmt: skip
             continue
@@ -201,8 +212,17 @@ def schedule(
     outputs: Iterable[str] | None = None,
     grads: bool = True,
     updates: bool = True,
+    kernels: str = "numpy",
+    threads: int = 1,
 ) -> Plan:
-    """The flat plan that computes `outputs` (all by default), the gradients and the updates."""
+    """The flat plan that computes `outputs` (all by default), the gradients and the updates.
+
+    With `kernels="numba"` each fused group the code generator handles (and each node of
+    GENERATED_SINGLES) is one generated kernel; the others are spliced into NumPy calls and
+    listed in `plan.fallbacks` with the reason.
+    """
+    if kernels not in KERNELS:
+        raise ConfigError(f"unknown kernels {kernels!r}; choose one of {', '.join(KERNELS)}")
     env = dict(env)
     out_names = list(graph.outputs) if outputs is None else list(outputs)
     for o in out_names:
@@ -213,7 +233,19 @@ def schedule(
     upd_map = dict(graph.updates) if updates else {}
     roots = list(out_map.values()) + list(grad_map.values()) + list(upd_map.values())
     needed = needed_nodes(graph, roots)
-    nodes = flatten(graph, [n for n in graph.topo_order() if n in needed])
+    order = [n for n in graph.topo_order() if n in needed]
+    gen: dict[int, tuple] = {}
+    fallbacks: list[tuple[Any, str]] = []
+    if kernels == "numba":
+        for nid in order:
+            op = graph.data(nid)["op"]
+            if op == "fused" or op in GENERATED_SINGLES:
+                r = generate(graph, nid, env, float_dtype, threads)
+                if isinstance(r, str):
+                    fallbacks.append((nid, r))
+                else:
+                    gen[nid] = r
+    nodes = flatten(graph, order, frozenset(gen))
 
     values: dict[Any, Value | None] = {}
     typed: dict[Any, tuple[tuple[int, ...], str]] = {}  # key -> concrete (shape, dtype)
@@ -235,6 +267,10 @@ def schedule(
             values[n.key] = Value("param", shape, dtype, n.attrs["name"])
         elif n.op == "const":
             values[n.key] = Value("const", shape, dtype, n.attrs["value"])
+        elif n.key in gen:
+            kernel, attrs = gen[n.key]
+            steps.append(Step(n.key, n.op, kernel, n.inputs, attrs))
+            values[n.key] = None
         else:
             prim = REGISTRY.get(n.op)
             if prim is None:
@@ -264,11 +300,45 @@ def schedule(
         nodes=info,
         grad_copies=grad_copies,
         updates=list(upd_map.items()),
+        kernels=kernels,
+        generated=list(gen),
+        fallbacks=fallbacks,
     )
 
 
-def _inplace_ok(node: Node, operand: Node) -> bool:
+def generate(graph: Graph, nid: int, env, float_dtype: str, threads: int = 1):
+    """(kernel, step attrs) of node `nid` as one generated kernel, or why it cannot be."""
+    from dslc.runtime.kernels_numba import kernel_for
+
+    d = graph.data(nid)
+    if d["op"] == "fused":
+        a = d["attrs"]
+        body, pattern, domain, axes = a["body"], a["pattern"], a["domain"], a["reduce_axes"]
+    else:
+        in_types = [graph.data(i)["type"] for i in d["inputs"]]
+        body = single_body(d["op"], in_types, d["type"], d["attrs"])
+        if REGISTRY[d["op"]].kind == "reduction":
+            domain, axes, pattern = in_types[0].shape, reduced_axes(graph, nid), "reduce"
+        else:
+            domain, axes, pattern = d["type"].shape, (), "elementwise"
+    try:
+        ir = lower(body, pattern, domain, axes, lambda t: run_dtype(t, float_dtype))
+    except Unsupported as e:
+        return str(e)
+    dom = [int(concrete(x, env, float_dtype)) for x in domain]
+    R = int(np.prod(dom[: ir.split], dtype=np.int64))
+    C = int(np.prod(dom[ir.split :], dtype=np.int64))
+    shapes = tuple(tuple(int(concrete(x, env, float_dtype)) for x in ld.shape) for ld in ir.loads)
+    attrs = {"R": R, "C": C, "outer": tuple(dom[: ir.split]), "shapes": shapes, "threads": threads}
+    return kernel_for(ir), attrs
+
+
+def _inplace_ok(node: Node, operand: Node, step: Step) -> bool:
     """Whether `node` may write its result over `operand` (same type, elementwise access)."""
+    alias_ok = getattr(step.kernel, "alias_ok", None)
+    if alias_ok is not None:  # a generated kernel: it knows how it reads each operand
+        pos = [i for i, k in enumerate(step.inputs) if k == operand.key]
+        return node.type == operand.type and all(alias_ok(i) for i in pos)
     prim = REGISTRY[node.op]
     return node.type == operand.type and prim.kind in INPLACE_KINDS and not prim.random
 
@@ -307,7 +377,7 @@ def _plan_buffers(info, typed, steps, values, roots) -> list[int]:
         need = int(np.prod(shape, dtype=np.int64)) * np_dtype(dtype).itemsize
         buf = None
         for src in dict.fromkeys(s.inputs):  # write over an operand that dies here...
-            if src in placed and last.get(src) == i and _inplace_ok(info[n], info[src]):
+            if src in placed and last.get(src) == i and _inplace_ok(info[n], info[src], s):
                 if any(owner(o) == src for o in s.inputs if o != src):
                     continue  # ...unless another operand is a view of it, read as we write
                 buf = placed[src]

@@ -23,6 +23,7 @@ LAYERS = {
     "dslc.grammar": 2,  # the syntax, read by the front end
     "dslc.layers": 2,  # built-in layers written in .nn, read by the front end
     "dslc.passes": 3,
+    "dslc.codegen": 3,  # kernel IR and emitters for fused groups, read by the runtime
     "dslc.runtime": 4,
     "dslc.datasets": 4,  # built-in data, loaded by the runtime's data module
     "dslc.api": 5,

@@ -1,0 +1,124 @@
+"""Optimizer updates as one Numba loop over a flat parameter buffer (needs numba).
+
+Each function is the whole update of `dslc.runtime.optim`'s optimizer of the same name, in
+the same order of operations, element by element: one pass over parameters, gradient and
+state instead of a dozen whole-buffer NumPy passes. Scalars arrive in the buffers' dtype.
+Large buffers use the parallel variant.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit, prange
+
+PARALLEL_MIN = 1 << 16
+_OPTS = {"cache": True, "nogil": True, "error_model": "numpy", "fastmath": {"contract"}}
+
+
+@njit(**_OPTS)
+def _adam_at(i, p, g, m, v, vmax, lr, b1, b2, eps, wd, decoupled, amsgrad, bc1, bc2_sqrt):
+    one = p.dtype.type(1.0)
+    pi = p[i]
+    gi = g[i]
+    if decoupled:
+        pi = pi * (one - lr * wd)  # AdamW: p <- p (1 - lr wd)
+    elif wd != 0:
+        gi = gi + p[i] * wd  # L2 in the gradient
+    mi = m[i]
+    mi = mi + (gi - mi) * (one - b1)
+    m[i] = mi
+    vi = v[i] * b2 + (gi * gi) * (one - b2)
+    v[i] = vi
+    if amsgrad:
+        vi = max(vmax[i], vi)
+        vmax[i] = vi
+    denom = math.sqrt(vi) / bc2_sqrt + eps
+    p[i] = pi + (mi / denom) * (-(lr / bc1))
+
+
+@njit(**_OPTS)
+def adam_serial(p, g, m, v, vmax, lr, b1, b2, eps, wd, decoupled, amsgrad, bc1, bc2_sqrt):
+    for i in range(p.size):
+        _adam_at(i, p, g, m, v, vmax, lr, b1, b2, eps, wd, decoupled, amsgrad, bc1, bc2_sqrt)
+
+
+@njit(parallel=True, **_OPTS)
+def adam_parallel(p, g, m, v, vmax, lr, b1, b2, eps, wd, decoupled, amsgrad, bc1, bc2_sqrt):
+    for i in prange(p.size):
+        _adam_at(i, p, g, m, v, vmax, lr, b1, b2, eps, wd, decoupled, amsgrad, bc1, bc2_sqrt)
+
+
+@njit(**_OPTS)
+def _sgd_at(i, p, g, buf, lr, mom, damp, wd, nesterov, first):
+    one = p.dtype.type(1.0)
+    gi = g[i]
+    if wd != 0:
+        gi = gi + p[i] * wd
+    if mom != 0:
+        b = gi if first else buf[i] * mom + gi * (one - damp)
+        buf[i] = b
+        gi = gi + b * mom if nesterov else b
+    p[i] = p[i] + gi * (-lr)
+
+
+@njit(**_OPTS)
+def sgd_serial(p, g, buf, lr, mom, damp, wd, nesterov, first):
+    for i in range(p.size):
+        _sgd_at(i, p, g, buf, lr, mom, damp, wd, nesterov, first)
+
+
+@njit(parallel=True, **_OPTS)
+def sgd_parallel(p, g, buf, lr, mom, damp, wd, nesterov, first):
+    for i in prange(p.size):
+        _sgd_at(i, p, g, buf, lr, mom, damp, wd, nesterov, first)
+
+
+@njit(**_OPTS)
+def _rmsprop_at(i, p, g, sq, ga, buf, lr, alpha, eps, wd, mom, centered):
+    one = p.dtype.type(1.0)
+    gi = g[i]
+    if wd != 0:
+        gi = gi + p[i] * wd
+    s = sq[i] * alpha + (gi * gi) * (one - alpha)
+    sq[i] = s
+    if centered:
+        a = ga[i]
+        a = a + (gi - a) * (one - alpha)
+        ga[i] = a
+        avg = math.sqrt(s - a * a) + eps
+    else:
+        avg = math.sqrt(s) + eps
+    u = gi / avg
+    if mom != 0:
+        u = buf[i] * mom + u
+        buf[i] = u
+    p[i] = p[i] + u * (-lr)
+
+
+@njit(**_OPTS)
+def rmsprop_serial(p, g, sq, ga, buf, lr, alpha, eps, wd, mom, centered):
+    for i in range(p.size):
+        _rmsprop_at(i, p, g, sq, ga, buf, lr, alpha, eps, wd, mom, centered)
+
+
+@njit(parallel=True, **_OPTS)
+def rmsprop_parallel(p, g, sq, ga, buf, lr, alpha, eps, wd, mom, centered):
+    for i in prange(p.size):
+        _rmsprop_at(i, p, g, sq, ga, buf, lr, alpha, eps, wd, mom, centered)
+
+
+ADAM = (adam_serial, adam_parallel)
+SGD = (sgd_serial, sgd_parallel)
+RMSPROP = (rmsprop_serial, rmsprop_parallel)
+
+
+def pick(variants, n: int, threads: int):
+    """The parallel variant for large buffers when threads are allowed, else the serial."""
+    return variants[1] if threads > 1 and n >= PARALLEL_MIN else variants[0]
+
+
+def placeholder(p):
+    """A one-element stand-in for a state buffer a configuration does not use."""
+    return np.zeros(1, dtype=p.dtype)
