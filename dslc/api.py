@@ -186,6 +186,10 @@ def train(
 
 
 def _check_resumable(ckpt: Checkpoint, model: Model, log) -> None:
+    from dslc.runtime.checkpoint import compare
+
+    if any(compare(ckpt.params, model.params)):
+        return  # restoring reports every added, removed and reshaped parameter
     saved = ckpt.meta.get("model_hash")
     if saved and model.program.model_hash and saved != model.program.model_hash:
         (log or print)(

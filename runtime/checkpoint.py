@@ -153,9 +153,10 @@ def load_checkpoint(where: str) -> Checkpoint:
 def compare(
     saved: Mapping[str, np.ndarray], model: Mapping[str, Any]
 ) -> tuple[list[str], list[str], list[str]]:
-    """(added, removed, reshaped) parameters of the model relative to the checkpoint."""
-    added = [n for n in model if n not in saved]
-    removed = [n for n in saved if n not in model]
+    """(added, removed, reshaped) parameters of the model relative to the checkpoint, each
+    entry a name with its dtype and shape (`h.W float32[64, 16]`)."""
+    added = [f"{n} {_desc(a)}" for n, a in model.items() if n not in saved]
+    removed = [f"{n} {_desc(a)}" for n, a in saved.items() if n not in model]
     reshaped = [
         f"{n}: {_desc(saved[n])} in the checkpoint, {_desc(model[n])} in the model"
         for n in model
@@ -168,26 +169,39 @@ def _desc(a) -> str:
     return f"{np.dtype(a.dtype).name}{list(a.shape)}"
 
 
+def _listing(what: str, items: list[str], limit: int = 12) -> list[str]:
+    notes = [f"{what}: {item}" for item in items[:limit]]
+    if len(items) > limit:
+        notes.append(f"{what}: ... and {len(items) - limit} more")
+    return notes
+
+
 def restore_params(
     ckpt: Checkpoint, params: Mapping[str, Any], model_hash: str | None = None, xp=np
 ) -> None:
-    """Copy the checkpoint's weights into `params`; a changed model is reported as a whole."""
+    """Copy the checkpoint's weights into `params`; a changed model is reported as a whole:
+    every parameter added, removed or reshaped, with its shape, before anything is copied."""
     added, removed, reshaped = compare(ckpt.params, params)
     if added or removed or reshaped:
-        notes = []
-        if added:
-            notes.append("added in the model: " + ", ".join(added))
-        if removed:
-            notes.append("removed from the model: " + ", ".join(removed))
-        notes += [f"reshaped: {r}" for r in reshaped]
+        notes = _listing("added in the model", added)
+        notes += _listing("removed from the model", removed)
+        notes += _listing("reshaped", reshaped)
         saved_hash = ckpt.meta.get("model_hash")
         if model_hash and saved_hash and saved_hash != model_hash:
             notes.append(f"model hash {model_hash[:12]}, checkpoint trained from {saved_hash[:12]}")
+        trained = ckpt.meta.get("model_file")
+        sets = ckpt.meta.get("overrides") or {}
+        how = ""
+        if isinstance(sets, dict) and sets:
+            how = " with " + " ".join(f"--set {k}={v}" for k, v in sets.items())
+        hint = "use the model (and --set overrides) it was trained with, or train afresh"
+        if isinstance(trained, str):
+            hint = f"the checkpoint was trained from {trained}{how}; {hint}"
         raise CheckpointError(
             f"{ckpt.path}: the checkpoint does not fit the model: "
             f"{len(added)} parameter(s) added, {len(removed)} removed, {len(reshaped)} reshaped",
             notes=notes,
-            hint="evaluate with the model file (and --set overrides) the run was trained with",
+            hint=hint,
         )
     for name, dst in params.items():
         dst[...] = xp.asarray(ckpt.params[name])

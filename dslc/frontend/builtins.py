@@ -34,6 +34,12 @@ CONSTANTS: dict[str, Any] = {
 }
 
 
+
+# Bounds on what compile-time code may build, so that no program can hang the compiler:
+MAX_INT = 2**63 - 1  # compile-time whole numbers fit an int64, as sizes must
+MAX_LIST = 1_000_000  # elements of a compile-time list (`range`, `[0] * n`)
+MAX_REPEAT = 10_000  # copies made by one `repeat`
+
 def builtin(name: str, *sig, variadic: bool = False, doc: str = ""):
     """Register `fn(lw, ctx, span, **args)` under `name` with signature `sig`."""
 
@@ -127,8 +133,10 @@ def _int(v, e: A.Call, what: str, fn: str, allow_dim=False):
         if allow_dim:
             return v
     if isinstance(v, float) and v.is_integer():
-        return int(v)
+        v = int(v)
     if isinstance(v, int) and not isinstance(v, bool):
+        if abs(v) > MAX_INT:
+            raise ValueError_(f"`{fn}`: `{what}` is too large ({show(v)})", e.span)
         return v
     raise ArgumentError(f"`{fn}`: `{what}` must be a whole number, got {show(v)}", e.span)
 
@@ -295,7 +303,9 @@ def _binary_fn(name):
             if name in ("maximum", "minimum") and _is_number(a) and _is_number(b):
                 return max(a, b) if name == "maximum" else min(a, b)
             if name == "pow" and _is_number(a) and _is_number(b):
-                return a**b
+                if isinstance(a, Dim) or isinstance(b, Dim):
+                    raise ValueError_("`pow` on a symbolic size", e.span)
+                return num_pow(a, b, e)
             raise ArgumentError(f"`{name}` needs at least one tensor", e.span)
         like = a if isinstance(a, Tensor) else b
         a = lw.as_tensor(a, like, ctx, e.span)
@@ -574,7 +584,14 @@ def _range(lw, ctx, e, a, b, step):
     a = _int(a, e, "a", "range")
     if b is None:
         a, b = 0, a
-    return list(range(a, _int(b, e, "b", "range"), _int(step, e, "step", "range")))
+    r = range(a, _int(b, e, "b", "range"), _int(step, e, "step", "range") or _zero_step(e))
+    if len(r) > MAX_LIST:
+        raise ValueError_(f"`range`: more than {MAX_LIST:,} elements", e.span)
+    return list(r)
+
+
+def _zero_step(e: A.Call):
+    raise ValueError_("`range`: the step must not be zero", e.span)
 
 
 @builtin("int", ("x", R))
@@ -639,6 +656,8 @@ def call_repeat(lw, ctx, e: A.Call, x, n, layer, name, count_expr):
     n = _int(n, e, "n", "repeat")
     if n < 0:
         raise ValueError_(f"`repeat`: the count must not be negative, got {n}", e.span)
+    if n > MAX_REPEAT:
+        raise ValueError_(f"`repeat`: at most {MAX_REPEAT:,} copies, got {n:,}", e.span)
     if isinstance(layer, BlockValue):
         layer = Layer(layer, (), layer.name, e.span)
     if not isinstance(layer, Layer):
@@ -932,6 +951,8 @@ def const_binary(e: A.Binary, left, right):
     if op == "+" and isinstance(left, list) and isinstance(right, list):
         return left + right
     if op == "*" and isinstance(left, list) and isinstance(right, int):
+        if len(left) * max(right, 0) > MAX_LIST:
+            raise ValueError_(f"a list of more than {MAX_LIST:,} elements", e.span)
         return left * right
     for v in (left, right):
         if not _is_number(v):
@@ -939,46 +960,72 @@ def const_binary(e: A.Binary, left, right):
     a, b = _norm(left), _norm(right)
     sym = isinstance(a, Dim) or isinstance(b, Dim)
     try:
-        if op == "+":
-            return _norm(a + b)
-        if op == "-":
-            return _norm(a - b)
-        if op == "*":
-            return _norm(a * b)
-        if op in ("/", "//") and sym:
-            if isinstance(b, float) or isinstance(a, float):
-                raise ValueError_(f"cannot divide the size {a} by {b}", e.span)
-            q = Dim.const(a).exact_div(b) if isinstance(a, int) else a.exact_div(b)
-            if q is None:
-                raise ValueError_(f"the size {a} is not known to be divisible by {b}", e.span)
-            return _norm(q)
-        if op == "/":
-            return a / b
-        if op == "//":
-            return a // b
-        if op == "%":
-            if sym:
-                raise ValueError_(
-                    f"`%` on the symbolic size {a if isinstance(a, Dim) else b}", e.span
-                )
-            return a % b
-        if op == "**":
-            if sym:
-                raise ValueError_("`**` on a symbolic size", e.span)
-            return a**b
-        if op in ("<", "<=", ">", ">="):
-            if sym:
-                d = _norm(Dim.const(0) + a - b)
-                if isinstance(d, Dim):
-                    raise ValueError_(
-                        f"cannot compare the symbolic sizes {a} and {b} at compile time", e.span
-                    )
-                a, b = d, 0
-            return {"<": a < b, "<=": a <= b, ">": a > b, ">=": a >= b}[op]
+        return _bounded(_const_arith(op, a, b, sym, e), e)
     except ZeroDivisionError:
         raise ValueError_("division by zero", e.span) from None
     except OverflowError:
         raise ValueError_("number too large", e.span) from None
+
+
+def _bounded(v, e: A.Expr):
+    """A compile-time result: whole numbers within an int64, no complex numbers."""
+    if isinstance(v, int) and not isinstance(v, bool) and abs(v) > MAX_INT:
+        raise ValueError_(f"number too large: more than {MAX_INT:,}", e.span)
+    if isinstance(v, complex):
+        raise ValueError_("a negative number to a fractional power", e.span)
+    return v
+
+
+def num_pow(a, b, e: A.Expr):
+    """`a ** b` on numbers, refusing results too large to compute or to be a size."""
+    if isinstance(a, int) and isinstance(b, int) and b > 0 and abs(a) > 1:
+        if b * math.log2(abs(a)) > 64:
+            raise ValueError_(f"number too large: more than {MAX_INT:,}", e.span)
+    try:
+        return _bounded(a**b, e)
+    except ZeroDivisionError:
+        raise ValueError_("division by zero", e.span) from None
+    except OverflowError:
+        raise ValueError_("number too large", e.span) from None
+
+
+def _const_arith(op: str, a, b, sym: bool, e: A.Binary):
+    if op == "+":
+        return _norm(a + b)
+    if op == "-":
+        return _norm(a - b)
+    if op == "*":
+        return _norm(a * b)
+    if op in ("/", "//") and sym:
+        if isinstance(b, float) or isinstance(a, float):
+            raise ValueError_(f"cannot divide the size {a} by {b}", e.span)
+        q = Dim.const(a).exact_div(b) if isinstance(a, int) else a.exact_div(b)
+        if q is None:
+            raise ValueError_(f"the size {a} is not known to be divisible by {b}", e.span)
+        return _norm(q)
+    if op == "/":
+        return a / b
+    if op == "//":
+        return a // b
+    if op == "%":
+        if sym:
+            raise ValueError_(
+                f"`%` on the symbolic size {a if isinstance(a, Dim) else b}", e.span
+            )
+        return a % b
+    if op == "**":
+        if sym:
+            raise ValueError_("`**` on a symbolic size", e.span)
+        return num_pow(a, b, e)
+    if op in ("<", "<=", ">", ">="):
+        if sym:
+            d = _norm(Dim.const(0) + a - b)
+            if isinstance(d, Dim):
+                raise ValueError_(
+                    f"cannot compare the symbolic sizes {a} and {b} at compile time", e.span
+                )
+            a, b = d, 0
+        return {"<": a < b, "<=": a <= b, ">": a > b, ">=": a >= b}[op]
     raise ValueError_(f"unknown operator `{op}`", e.span)  # pragma: no cover
 
 

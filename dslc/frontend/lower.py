@@ -45,6 +45,8 @@ from dslc.ir.graph import Graph
 from dslc.ir.types import DTYPES, FLOAT_DTYPES, INT_DTYPES, TensorType
 
 MAX_DEPTH = 64
+MAX_NODES = 50_000  # a lowered graph larger than this is a mistake, not a model
+MAX_BLOCK_CALLS = 5_000  # block applications in one lowering (about 10x a 48-layer GPT)
 DTYPE_PATTERNS = {"float": FLOAT_DTYPES, "int": INT_DTYPES, "any": tuple(DTYPES)}
 
 
@@ -87,6 +89,7 @@ class Lowerer:
 
     def __init__(self, training: bool):
         self.training = training
+        self.block_calls = 0
         self.graph = Graph()
         self.b = Builder(self.graph)
         self.errors: list[DslcError] = []
@@ -673,6 +676,13 @@ class Lowerer:
                 f"blocks nest more than {MAX_DEPTH} deep at `{label}`: does a block call itself?",
                 span,
             )
+        self.block_calls += 1
+        if self.block_calls > MAX_BLOCK_CALLS:
+            raise ValueError_(
+                f"the model applies blocks more than {MAX_BLOCK_CALLS:,} times (at `{label}`)",
+                span,
+                hint="is a `repeat` count or a block's recursion far larger than meant?",
+            )
         builtin = ctx.builtin or bdef.builtin
         inner = Ctx(
             env={},
@@ -865,6 +875,11 @@ class Lowerer:
         b = self.b
         b.span = ctx.where(span)
         b.scope = ctx.scope
+        if len(self.graph) >= MAX_NODES:
+            raise ValueError_(
+                f"the model expands to more than {MAX_NODES:,} graph nodes", b.span,
+                hint="is a `repeat` count or a block's recursion far larger than meant?",
+            )  # fmt: skip
         try:
             return b.op(prim, *[t.nid for t in inputs], **attrs)
         except DslcError as err:

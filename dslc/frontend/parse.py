@@ -6,10 +6,16 @@ import ast as pyast
 import functools
 
 from lark import Lark, Token, Transformer, v_args
-from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
+from lark.exceptions import (
+    UnexpectedCharacters,
+    UnexpectedEOF,
+    UnexpectedInput,
+    UnexpectedToken,
+    VisitError,
+)
 from lark.lexer import PatternStr
 
-from dslc.errors import Span, SyntaxError_
+from dslc.errors import DslcError, Span, SyntaxError_
 from dslc.frontend import ast as A
 from dslc.frontend import tables
 
@@ -26,7 +32,16 @@ def parse_text(text: str, file: str) -> A.Module:
         tree = parser().parse(text)
     except UnexpectedInput as e:
         raise _syntax_error(e, text, file) from None
-    return _ToAst(file).transform(tree)
+    try:
+        return _ToAst(file).transform(tree)
+    except VisitError as e:  # a located error raised while building a node
+        if isinstance(e.orig_exc, DslcError):
+            raise e.orig_exc from None
+        raise
+
+
+def _short(text: str, n: int = 24) -> str:
+    return text if len(text) <= n else text[: n - 3] + "..."
 
 
 # --- syntax errors in words ------------------------------------------------------------------
@@ -275,7 +290,13 @@ class _ToAst(Transformer):
         return A.Attr(self._span(meta), obj, str(name))
 
     def int_lit(self, meta, tok):
-        return A.Num(_tspan(self.file, tok), int(str(tok).replace("_", "")))
+        digits = str(tok).replace("_", "").lstrip("0") or "0"
+        if len(digits) > 19 or int(digits) > 2**63 - 1:
+            raise SyntaxError_(
+                f"the number {_short(str(tok))} is too large (more than 2**63 - 1)",
+                _tspan(self.file, tok),
+            )
+        return A.Num(_tspan(self.file, tok), int(digits))
 
     def float_lit(self, meta, tok):
         return A.Num(_tspan(self.file, tok), float(str(tok).replace("_", "")))

@@ -30,7 +30,7 @@ from dslc.tools.fuzz_gen import (
 )
 
 CORPUS = sorted(Path(__file__).with_name("fuzz_corpus").glob("*.nn"))
-LIMIT = 10.0  # seconds per input
+LIMIT = 20.0  # seconds per input (a shared, loaded machine)
 
 
 def assert_clean(text: str, workdir, deep: bool = False) -> fuzz.Outcome:
@@ -149,3 +149,52 @@ def test_fixed_corpus_inputs_say_what_is_wrong(name, message):
     path = Path(__file__).with_name("fuzz_corpus") / f"{name}.nn"
     out = fuzz.check_file(str(path))
     assert out.kind == "rejected" and out.detail == f"{path}:{message}"
+
+
+@pytest.mark.parametrize(
+    "stmt, message",
+    [
+        ("let a = 10 ** 100000000", "4:13: value error: number too large: more than "
+                                    "9,223,372,036,854,775,807"),
+        ("let a = 2 ** 62 * 4", "4:13: value error: number too large"),
+        ("let a = pow(3, 99)", "4:13: value error: number too large"),
+        ("let a = [0] * 100000000000", "4:13: value error: a list of more than 1,000,000 "
+                                       "elements"),
+        ("let a = range(10000000)", "4:13: value error: `range`: more than 1,000,000 elements"),
+        ("let a = range(0, 10, 0)", "4:13: value error: `range`: the step must not be zero"),
+        ("let a = (-8) ** 0.5", "4:13: value error: a negative number to a fractional power"),
+        ("let a = 99999999999999999999", "4:13: syntax error: the number 999999999999999999"
+                                         "99 is too large (more than 2**63 - 1)"),
+        ("h = x |> repeat(1e40, Blk(d))", "4:14: value error: `repeat`: `n` is too large"),
+        ("h = x |> repeat(20000, Blk(d))", "4:14: value error: `repeat`: at most 10,000 "
+                                           "copies, got 20,000"),
+    ],
+)  # fmt: skip
+def test_compile_time_values_are_bounded(stmt, message, nn_file):
+    path = nn_file(f"""\
+        block Blk(d) (x: f32[B, d]) -> f32[B, d] {{ return x }}
+        model M(d = 4) {{
+            input x: f32[B, d]
+            {stmt}
+            loss x |> sum
+        }}
+        """)  # fmt: skip
+    out = fuzz.check_file(path)
+    assert out.kind == "rejected" and out.detail.startswith(f"{path}:{message}"), out.detail
+
+
+def test_a_graph_too_large_is_a_located_error(nn_file, monkeypatch):
+    from dslc.frontend import lower
+
+    monkeypatch.setattr(lower, "MAX_NODES", 40)
+    path = nn_file("""\
+        model M {
+            input x: f32[B, 4]
+            loss x |> repeat(30, Twice) |> sum
+        }
+        block Twice() (x: f32[B, 4]) -> f32[B, 4] { return relu(x) + x }
+        """)  # fmt: skip
+    out = fuzz.check_file(path)
+    assert out.detail.startswith(f"{path}:5:") and "more than 40 graph nodes" in out.detail
+    monkeypatch.setattr(lower, "MAX_NODES", 100)
+    assert fuzz.check_file(path).kind == "compiled"
