@@ -88,3 +88,20 @@ def stacked_matmul(a, b, out=None):
     for f in futures:
         f.result()
     return out
+
+
+def in_slabs(n: int, fn) -> None:
+    """fn(lo, hi) over a split of range(n), one slab per thread (fn(0, n) without a pool).
+
+    `fn` runs in the pool's threads, whose BLAS calls are single-threaded: it must call
+    NumPy directly (not `stacked_matmul`, whose tasks would wait behind its own).
+    """
+    ex = pool() if n > 1 else None
+    if ex is None:
+        fn(0, n)
+        return
+    k = min(n, _state["threads"])
+    bounds = [n * i // k for i in range(k + 1)]
+    futures = [ex.submit(fn, lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:])]
+    for f in futures:
+        f.result()
