@@ -304,10 +304,16 @@ def max_pool2d(xp, x, out=None, kernel=(2, 2), stride=(2, 2), padding=(0, 0)):
     n, c, h, wd = x.shape
     ho, wo = out_size(h, kh, sh, ph, 1), out_size(wd, kw, sw, pw, 1)
     y = out if out is not None else xp.empty((n, c, ho, wo), x.dtype)
-    views = _pool_views(_pads(xp, x, ph, pw, -xp.inf), kh, kw, sh, sw, ho, wo)
-    xp.copyto(y, next(views)[2])
-    for _, _, v in views:
-        xp.maximum(y, v, out=y)
+    xpad = _pads(xp, x, ph, pw, -xp.inf)
+
+    def slab(lo, hi):
+        views = _pool_views(xpad[lo:hi], kh, kw, sh, sw, ho, wo)
+        ys = y[lo:hi]
+        xp.copyto(ys, next(views)[2])
+        for _, _, v in views:
+            xp.maximum(ys, v, out=ys)
+
+    _slabs(xp, n, slab)
     return y
 
 
@@ -317,6 +323,8 @@ def max_pool2d_grad(xp, x, y, g, out=None, kernel=(2, 2), stride=(2, 2), padding
     n, c, h, wd = x.shape
     ho, wo = y.shape[2:]
     direct = out is not None and not ph and not pw
+    if (sh, sw) == (kh, kw) and not ph and not pw:
+        return _max_pool_grad_tiled(xp, x, y, g, out, kh, kw)
     dx = out if direct else xp.empty((n, c, h + 2 * ph, wd + 2 * pw), g.dtype)
     dx.fill(0)
     free = xp.ones(y.shape, dtype=bool)  # windows whose maximum is not found yet
@@ -338,6 +346,37 @@ def max_pool2d_grad(xp, x, y, g, out=None, kernel=(2, 2), stride=(2, 2), padding
         return xp.ascontiguousarray(res)
     xp.copyto(out, res)
     return out
+
+
+def _max_pool_grad_tiled(xp, x, y, g, out, kh, kw):
+    """Windows that tile the input (stride = kernel, no padding): each kernel position's
+    share is written straight into its strided view of dx, no zero-fill and no adds."""
+    n, c, h, wd = x.shape
+    ho, wo = y.shape[2:]
+    dx = out if out is not None else xp.empty(x.shape, g.dtype)
+
+    def slab(lo, hi):
+        d = dx[lo:hi]
+        if ho * kh < h:
+            d[:, :, ho * kh :] = 0  # rows no window covers
+        if wo * kw < wd:
+            d[:, :, :, wo * kw :] = 0
+        ys, gs = y[lo:hi], g[lo:hi]
+        hit = xp.empty(ys.shape, dtype=bool)
+        free = xp.empty(ys.shape, dtype=bool)  # windows whose maximum is not found yet
+        xviews = _pool_views(x[lo:hi], kh, kw, kh, kw, ho, wo)
+        dviews = _pool_views(d, kh, kw, kh, kw, ho, wo)
+        for k, ((_, _, xv), (_, _, dv)) in enumerate(zip(xviews, dviews)):
+            xp.equal(xv, ys, out=hit)
+            if k == 0:
+                xp.logical_not(hit, out=free)
+            else:
+                hit &= free
+                free ^= hit
+            xp.multiply(gs, hit, out=dv)
+
+    _slabs(xp, n, slab)
+    return dx
 
 
 def avg_pool2d(xp, x, out=None, kernel=(2, 2), stride=(2, 2), padding=(0, 0)):
