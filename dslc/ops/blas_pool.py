@@ -7,8 +7,12 @@ GEMMs (attention's scores) runs 10-100x slower than on one thread. Here the stac
 into one slab per thread instead, each thread calling GEMMs with its own BLAS thread count
 set to 1 (`openblas_set_num_threads_local`): one join per call, the same total parallelism.
 
-Without an OpenBLAS that has the per-thread setting (or with one thread), `matmul` is plain
-`numpy.matmul`.
+Small single GEMMs have the same problem (a [32, 128] @ [128, 512] took 9 ms with two
+OpenBLAS threads on a busy machine and 0.1 ms with one): `matmul2d` runs those with the
+calling thread's BLAS thread count set to 1, and recurrent scans run their time loops so.
+
+Without an OpenBLAS that has the per-thread setting (or with one thread), all of this is
+plain `numpy.matmul`.
 """
 
 from __future__ import annotations
@@ -17,11 +21,13 @@ import ctypes
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 
 import numpy as np
 
 _lock = threading.Lock()
 _state: dict[str, object] = {}
+SMALL_GEMM = 1 << 22  # M*N*K below which one BLAS thread is faster than a join of several
 
 
 def _threads() -> int:
@@ -59,6 +65,7 @@ def pool() -> ThreadPoolExecutor | None:
                 n = _threads()
                 setter = _openblas_local_setter() if n > 1 else None
                 _state["threads"] = n
+                _state["setter"] = setter
                 _state["pool"] = None
                 if setter is not None:
                     _state["pool"] = ThreadPoolExecutor(
@@ -105,3 +112,31 @@ def in_slabs(n: int, fn) -> None:
     futures = [ex.submit(fn, lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:])]
     for f in futures:
         f.result()
+
+
+@contextmanager
+def single_threaded():
+    """BLAS calls of the calling thread use one thread inside the block."""
+    pool()
+    setter = _state.get("setter")
+    if setter is None:
+        yield
+        return
+    prev = setter(1)
+    try:
+        yield
+    finally:
+        setter(prev)
+
+
+def matmul2d(a, b, out=None):
+    """np.matmul of 2-D operands; small products on one BLAS thread (see the module doc)."""
+    pool()
+    setter = _state.get("setter")
+    if setter is None or a.shape[0] * a.shape[1] * b.shape[-1] >= SMALL_GEMM:
+        return np.matmul(a, b, out=out)
+    prev = setter(1)
+    try:
+        return np.matmul(a, b, out=out)
+    finally:
+        setter(prev)

@@ -7,7 +7,7 @@ import numpy as np
 from dslc.errors import ShapeError, ValueError_
 from dslc.ir.dims import Dim, numel, to_dim
 from dslc.ir.types import TensorType, np_dtype
-from dslc.ops.blas_pool import stacked_matmul
+from dslc.ops.blas_pool import matmul2d, stacked_matmul
 from dslc.ops.registry import NONDIFF, primitive, zero_flops
 from dslc.ops.rules import (
     broadcast_shapes,
@@ -51,14 +51,17 @@ def _matmul(xp, a, b, out=None):
         # NumPy's stacked matmul misses BLAS for [..., M, K] @ [K, N] (70x slower measured):
         # fold the batch axes into the rows, one GEMM
         rows = a.reshape(-1, a.shape[-1])
+        mm = matmul2d if xp is np else xp.matmul
         if out is None:
-            return xp.matmul(rows, b).reshape(a.shape[:-1] + b.shape[-1:])
+            return mm(rows, b).reshape(a.shape[:-1] + b.shape[-1:])
         if out.flags.c_contiguous:
-            xp.matmul(rows, b, out=out.reshape(rows.shape[0], b.shape[-1]))
+            mm(rows, b, out=out.reshape(rows.shape[0], b.shape[-1]))
             return out
     if xp is np and a.ndim > 2 and b.ndim > 2:
         # a stack of GEMMs: one slab per thread, single-threaded BLAS in each (blas_pool)
         return stacked_matmul(a, b, out=out)
+    if xp is np and a.ndim == 2 and b.ndim == 2:
+        return matmul2d(a, b, out=out)
     return xp.matmul(a, b, out=out)
 
 

@@ -11,6 +11,8 @@ n = tanh(xw_n + r * (h @ U_n + bu_n)) as in torch.nn.GRU.
 
 from __future__ import annotations
 
+from dslc.ops.blas_pool import single_threaded
+
 
 def sigmoid(xp, x, out=None):
     """1 / (1 + e^-x) as (1 + tanh(x/2)) / 2: no overflow for any x."""
@@ -39,29 +41,44 @@ def _lstm_gates(xp, z, a, b):
     return z
 
 
+def _rows(xp, n, fn):
+    """fn(0, n) with one BLAS thread for NumPy: a time step's GEMM is small, and a join of
+    several BLAS threads per step costs more than it saves (100x more on a busy machine).
+    Splitting the batch rows over Python threads was measured too: the GIL hand-offs of a
+    dozen small calls per step ate the gain."""
+    if xp.__name__ != "numpy":
+        fn(0, n)
+        return
+    with single_threaded():
+        fn(0, n)
+
+
 def lstm_scan(xp, xw, u, h0, c0, out=None):
     bsz, steps, h4 = xw.shape
+    y = out if out is not None else xp.empty((bsz, steps, 2, h4 // 4), xw.dtype)
+    _rows(xp, bsz, lambda lo, hi: _lstm_fwd(xp, xw[lo:hi], u, h0[lo:hi], c0[lo:hi], y[lo:hi]))
+    return y
+
+
+def _lstm_fwd(xp, xw, u, h0, c0, y):
+    bsz, steps, h4 = xw.shape
     h = h4 // 4
-    y = out if out is not None else xp.empty((bsz, steps, 2, h), xw.dtype)
     a, b = _lstm_gate_scales(xp, h, xw.dtype)
     z = xp.empty((bsz, h4), xw.dtype)
     tmp = xp.empty((bsz, h), xw.dtype)
-    # the state lives in contiguous buffers: BLAS refuses strided views and NumPy then
-    # falls back to a loop many times slower
-    hs, cs = xp.array(h0, copy=True), xp.array(c0, copy=True)
+    hp, cp = h0, c0
     for t in range(steps):
-        xp.matmul(hs, u, out=z)
+        # the states live in y: [B, H] rows with a unit inner stride, which BLAS takes
+        xp.matmul(hp, u, out=z)
         z += xw[:, t]
         _lstm_gates(xp, z, a, b)
         i, f, g, o = z[:, :h], z[:, h : 2 * h], z[:, 2 * h : 3 * h], z[:, 3 * h :]
-        cs *= f
+        hp, cp = y[:, t, 0], y[:, t, 1]
+        xp.multiply(f, c0 if t == 0 else y[:, t - 1, 1], out=cp)
         xp.multiply(i, g, out=tmp)
-        cs += tmp
-        xp.tanh(cs, out=hs)
-        hs *= o
-        y[:, t, 0] = hs
-        y[:, t, 1] = cs
-    return y
+        cp += tmp
+        xp.tanh(cp, out=hp)
+        hp *= o
 
 
 def _previous(xp, first, seq):
@@ -72,47 +89,67 @@ def _previous(xp, first, seq):
 def lstm_scan_grad(xp, xw, u, h0, c0, y, g, out=None):
     """[B, T+1, 4H]: rows 0..T-1 d(loss)/d(xw); row T holds [dh0, dc0, 0, 0]."""
     bsz, steps, h4 = xw.shape
+    res = out if out is not None else xp.empty((bsz, steps + 1, h4), xw.dtype)
+    ut = xp.ascontiguousarray(u.T)
+
+    def rows(lo, hi):
+        _lstm_bwd(xp, xw[lo:hi], u, ut, h0[lo:hi], c0[lo:hi], y[lo:hi], g[lo:hi], res[lo:hi])
+
+    _rows(xp, bsz, rows)
+    return res
+
+
+def _lstm_bwd(xp, xw, u, ut, h0, c0, y, g, res):
+    bsz, steps, h4 = xw.shape
     h = h4 // 4
     hs, cs = y[:, :, 0], y[:, :, 1]
     hprev, cprev = _previous(xp, h0, hs), _previous(xp, c0, cs)
+    # the gates of every step at once, from the stored states
     gates = xp.matmul(hprev.reshape(-1, h), u).reshape(bsz, steps, h4)
     gates += xw
     _lstm_gates(xp, gates, *_lstm_gate_scales(xp, h, xw.dtype))
     i, f, gg, o = (gates[..., k * h : (k + 1) * h] for k in range(4))
     tc = xp.tanh(cs)
-    # d z / d gate: sigmoid' = s(1-s), tanh' = 1-t^2 (all steps at once)
-    dsig = gates * (1.0 - gates)
-    dsig[..., 2 * h : 3 * h] = 1.0 - gg * gg
     dc_from_h = o * (1.0 - tc * tc)
-    res = out if out is not None else xp.empty((bsz, steps + 1, h4), xw.dtype)
+    # d(pre-activation) = dc * [g, c_prev, i] and dh * tanh(c), each times the activation's
+    # derivative (sigmoid' = s(1-s), tanh' = 1-t^2): the factors, for all steps at once
+    fac = gates * (1.0 - gates)
+    fac[..., 2 * h : 3 * h] = 1.0 - gg * gg
+    fac[..., :h] *= gg
+    fac[..., h : 2 * h] *= cprev
+    fac[..., 2 * h : 3 * h] *= i
+    fac[..., 3 * h :] *= tc
+    fac3 = fac[..., : 3 * h].reshape(bsz, steps, 3, h)
     dh = xp.zeros((bsz, h), xw.dtype)
     dc = xp.zeros((bsz, h), xw.dtype)
     dht = xp.empty((bsz, h), xw.dtype)
-    ut = xp.ascontiguousarray(u.T)
-    dz = xp.empty((bsz, h4), xw.dtype)  # contiguous, for BLAS
+    tmp = xp.empty((bsz, h), xw.dtype)
     for t in range(steps - 1, -1, -1):
         xp.add(g[:, t, 0], dh, out=dht)
         dc += g[:, t, 1]
-        dc += dht * dc_from_h[:, t]
-        xp.multiply(dc, gg[:, t], out=dz[:, :h])
-        xp.multiply(dc, cprev[:, t], out=dz[:, h : 2 * h])
-        xp.multiply(dc, i[:, t], out=dz[:, 2 * h : 3 * h])
-        xp.multiply(dht, tc[:, t], out=dz[:, 3 * h :])
-        dz *= dsig[:, t]
-        res[:, t] = dz
+        xp.multiply(dht, dc_from_h[:, t], out=tmp)
+        dc += tmp
+        dz = res[:, t]  # written in place: [B, 4H] rows with a unit inner stride
+        xp.multiply(dc[:, None, :], fac3[:, t], out=dz[:, : 3 * h].reshape(bsz, 3, h))
+        xp.multiply(dht, fac[:, t, 3 * h :], out=dz[:, 3 * h :])
         xp.matmul(dz, ut, out=dh)
         dc *= f[:, t]
     last = res[:, steps]
     last[:, :h] = dh
     last[:, h : 2 * h] = dc
     last[:, 2 * h :] = 0
-    return res
 
 
 def gru_scan(xp, xw, u, bu, h0, out=None):
     bsz, steps, h3 = xw.shape
+    y = out if out is not None else xp.empty((bsz, steps, h3 // 3), xw.dtype)
+    _rows(xp, bsz, lambda lo, hi: _gru_fwd(xp, xw[lo:hi], u, bu, h0[lo:hi], y[lo:hi]))
+    return y
+
+
+def _gru_fwd(xp, xw, u, bu, h0, y):
+    bsz, steps, h3 = xw.shape
     h = h3 // 3
-    y = out if out is not None else xp.empty((bsz, steps, h), xw.dtype)
     hu = xp.empty((bsz, h3), xw.dtype)
     rz = xp.empty((bsz, 2 * h), xw.dtype)
     n = xp.empty((bsz, h), xw.dtype)
@@ -132,11 +169,21 @@ def gru_scan(xp, xw, u, bu, h0, out=None):
         hs *= z
         hs += n
         y[:, t] = hs
-    return y
 
 
 def gru_scan_grad(xp, xw, u, bu, h0, y, g, out=None):
     """[B, T+1, 2, 3H]: [:, :T, 0] d/d(xw), [:, :T, 1] d/d(h @ u + bu), [:, T, 0, :H] dh0."""
+    bsz, steps, h3 = xw.shape
+    res = out if out is not None else xp.empty((bsz, steps + 1, 2, h3), xw.dtype)
+
+    def rows(lo, hi):
+        _gru_bwd(xp, xw[lo:hi], u, bu, h0[lo:hi], y[lo:hi], g[lo:hi], res[lo:hi])
+
+    _rows(xp, bsz, rows)
+    return res
+
+
+def _gru_bwd(xp, xw, u, bu, h0, y, g, res):
     bsz, steps, h3 = xw.shape
     h = h3 // 3
     hprev = _previous(xp, h0, y)
@@ -149,7 +196,6 @@ def gru_scan_grad(xp, xw, u, bu, h0, y, g, out=None):
     a_n = (1.0 - z) * (1.0 - n * n)  # dh -> d n_pre
     a_z = (hprev - n) * z * (1.0 - z)  # dh -> d z_pre
     a_r = hu[..., 2 * h :] * r * (1.0 - r)  # d n_pre -> d r_pre
-    res = out if out is not None else xp.empty((bsz, steps + 1, 2, h3), xw.dtype)
     dh = xp.zeros((bsz, h), xw.dtype)
     dht = xp.empty((bsz, h), xw.dtype)
     ut = xp.ascontiguousarray(u.T)
@@ -169,12 +215,17 @@ def gru_scan_grad(xp, xw, u, bu, h0, y, g, out=None):
     last = res[:, steps]
     last[...] = 0
     last[:, 0, :h] = dh
-    return res
 
 
 def rnn_scan(xp, xw, u, h0, out=None):
     bsz, steps, h = xw.shape
     y = out if out is not None else xp.empty((bsz, steps, h), xw.dtype)
+    _rows(xp, bsz, lambda lo, hi: _rnn_fwd(xp, xw[lo:hi], u, h0[lo:hi], y[lo:hi]))
+    return y
+
+
+def _rnn_fwd(xp, xw, u, h0, y):
+    bsz, steps, h = xw.shape
     hs = xp.array(h0, copy=True)
     nxt = xp.empty_like(hs)  # contiguous states, for BLAS
     for t in range(steps):
@@ -183,13 +234,18 @@ def rnn_scan(xp, xw, u, h0, out=None):
         xp.tanh(nxt, out=nxt)
         y[:, t] = nxt
         hs, nxt = nxt, hs
-    return y
 
 
 def rnn_scan_grad(xp, u, y, g, out=None):
     """[B, T+1, H]: rows 0..T-1 d/d(xw), row T dh0."""
     bsz, steps, h = y.shape
     res = out if out is not None else xp.empty((bsz, steps + 1, h), y.dtype)
+    _rows(xp, bsz, lambda lo, hi: _rnn_bwd(xp, u, y[lo:hi], g[lo:hi], res[lo:hi]))
+    return res
+
+
+def _rnn_bwd(xp, u, y, g, res):
+    bsz, steps, h = y.shape
     dtanh = 1.0 - y * y
     dh = xp.zeros((bsz, h), y.dtype)
     d = xp.empty((bsz, h), y.dtype)  # contiguous, for BLAS
@@ -200,4 +256,3 @@ def rnn_scan_grad(xp, u, y, g, out=None):
         res[:, t] = d
         xp.matmul(d, ut, out=dh)
     res[:, steps] = dh
-    return res
