@@ -135,6 +135,7 @@ def load_checkpoint(where: str) -> Checkpoint:
                     arr = f.get_tensor(key)
                 except SafetensorError as e:
                     raise CheckpointError(f"{path}: tensor `{key}` cannot be read: {e}") from None
+                _check_finite(path, key, arr)
                 kind, _, rest = key.partition("/")
                 if kind == "param":
                     params[rest] = arr
@@ -150,19 +151,39 @@ def load_checkpoint(where: str) -> Checkpoint:
     return Checkpoint(path, meta, params, optim)
 
 
+def _check_finite(path: str, key: str, arr: np.ndarray) -> None:
+    """A weight or optimizer state that is NaN or Inf is a damaged checkpoint."""
+    if arr.dtype.kind != "f" or arr.size == 0:
+        return
+    bad = ~np.isfinite(arr)
+    if bad.any():
+        at = [int(i) for i in np.unravel_index(int(np.argmax(bad)), arr.shape)]
+        what = "NaN" if np.isnan(arr[tuple(at)]) else "Inf"
+        raise CheckpointError(
+            f"{path}: tensor `{key}` contains {what} (first at index {at}); the checkpoint "
+            "is damaged or was written from a diverged run"
+        )
+
+
 def compare(
     saved: Mapping[str, np.ndarray], model: Mapping[str, Any]
-) -> tuple[list[str], list[str], list[str]]:
-    """(added, removed, reshaped) parameters of the model relative to the checkpoint, each
-    entry a name with its dtype and shape (`h.W float32[64, 16]`)."""
+) -> tuple[list[str], list[str], list[str], list[str]]:
+    """(added, removed, reshaped, retyped) parameters of the model relative to the
+    checkpoint, each entry a name with its dtype and shape (`h.W float32[64, 16]`)."""
     added = [f"{n} {_desc(a)}" for n, a in model.items() if n not in saved]
     removed = [f"{n} {_desc(a)}" for n, a in saved.items() if n not in model]
+    both = [n for n in model if n in saved]
     reshaped = [
         f"{n}: {_desc(saved[n])} in the checkpoint, {_desc(model[n])} in the model"
-        for n in model
-        if n in saved and (saved[n].shape != model[n].shape or saved[n].dtype != model[n].dtype)
+        for n in both
+        if saved[n].shape != model[n].shape
     ]
-    return added, removed, reshaped
+    retyped = [
+        f"{n}: {_desc(saved[n])} in the checkpoint, {_desc(model[n])} in the model"
+        for n in both
+        if saved[n].shape == model[n].shape and saved[n].dtype != model[n].dtype
+    ]
+    return added, removed, reshaped, retyped
 
 
 def _desc(a) -> str:
@@ -181,11 +202,12 @@ def restore_params(
 ) -> None:
     """Copy the checkpoint's weights into `params`; a changed model is reported as a whole:
     every parameter added, removed or reshaped, with its shape, before anything is copied."""
-    added, removed, reshaped = compare(ckpt.params, params)
-    if added or removed or reshaped:
+    added, removed, reshaped, retyped = compare(ckpt.params, params)
+    if added or removed or reshaped or retyped:
         notes = _listing("added in the model", added)
         notes += _listing("removed from the model", removed)
         notes += _listing("reshaped", reshaped)
+        notes += _listing("another dtype", retyped)
         saved_hash = ckpt.meta.get("model_hash")
         if model_hash and saved_hash and saved_hash != model_hash:
             notes.append(f"model hash {model_hash[:12]}, checkpoint trained from {saved_hash[:12]}")
@@ -199,7 +221,8 @@ def restore_params(
             hint = f"the checkpoint was trained from {trained}{how}; {hint}"
         raise CheckpointError(
             f"{ckpt.path}: the checkpoint does not fit the model: "
-            f"{len(added)} parameter(s) added, {len(removed)} removed, {len(reshaped)} reshaped",
+            f"{len(added)} parameter(s) added, {len(removed)} removed, {len(reshaped)} reshaped"
+            + (f", {len(retyped)} with another dtype" if retyped else ""),
             notes=notes,
             hint=hint,
         )

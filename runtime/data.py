@@ -438,6 +438,14 @@ def load_npz(path: str) -> Dataset:
     """Every array of a `.npz` archive, without unpickling anything."""
     name = os.path.basename(path)
     try:
+        with open(path, "rb") as fh:
+            magic = fh.read(4)
+    except OSError as e:
+        raise DataError(f"{path}: cannot read the file ({e.strerror})") from None
+    if magic[:2] != b"PK":  # np.load would try the other formats, pickle among them
+        what = "the file is empty" if not magic else "it is not a zip archive"
+        raise DataError(f"{path}: not a readable .npz archive ({what})")
+    try:
         with np.load(path, allow_pickle=False) as f:
             arrays = {}
             for key in f.files:
@@ -450,11 +458,15 @@ def load_npz(path: str) -> Dataset:
                     ) from None
     except DataError:
         raise
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
+    except (zipfile.BadZipFile, EOFError) as e:
+        raise DataError(f"{path}: truncated or corrupt .npz archive ({e})") from None
+    except (OSError, ValueError) as e:
         raise DataError(f"{path}: not a readable .npz archive ({e})") from None
     if not arrays:
         raise DataError(f"{path}: the archive holds no arrays")
-    return Dataset(arrays, {"source": name})
+    ds = Dataset(arrays, {"source": path})  # errors name the file as given
+    ds.meta["source"] = name
+    return ds
 
 
 _INDEXED = re.compile(r"^(?P<name>.+?)(?:_(?P<a>\d+)|\[(?P<b>\d+)\]|(?P<c>\d+))$")

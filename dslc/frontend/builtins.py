@@ -990,6 +990,17 @@ def num_pow(a, b, e: A.Expr):
 
 
 def _const_arith(op: str, a, b, sym: bool, e: A.Binary):
+    if sym and op not in ("/", "//"):  # sizes combine with whole numbers only
+        for v in (a, b):
+            if isinstance(v, float) and not v.is_integer():
+                size = a if isinstance(a, Dim) else b
+                raise ValueError_(
+                    f"cannot combine the symbolic size {size} with the fraction {show(v)} "
+                    "at compile time",
+                    e.span,
+                    hint="sizes are whole numbers; compute with a tensor, or use `//`",
+                )
+        a, b = (int(v) if isinstance(v, float) else v for v in (a, b))
     if op == "+":
         return _norm(a + b)
     if op == "-":

@@ -129,7 +129,7 @@ def test_a_changed_model_is_reported_as_a_whole(tmp_path):
         Model(prog, training=False).load_weights(str(tmp_path))
     err = e.value
     assert err.message.endswith("0 parameter(s) added, 1 removed, 3 reshaped")
-    assert "removed from the model: bn.mean" in err.notes
+    assert "removed from the model: bn.mean float32[16]" in err.notes
     assert "reshaped: l1.W: float32[4, 16] in the checkpoint, float32[4, 8] in the model" in (
         err.notes
     )
