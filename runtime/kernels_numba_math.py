@@ -63,6 +63,7 @@ def exp32(x):
 
 
 _TANH_CLAMP = F(7.90531110763549805)
+_TANH_SAT = F(9.0)  # tanh rounds to +-1 in float32 beyond
 _TA = (F(-2.76076847742355e-16), F(2.00018790482477e-13), F(-8.60467152213735e-11),
        F(5.12229709037114e-08), F(1.48572235717979e-05), F(6.37261928875436e-04),
        F(4.89352455891786e-03))  # fmt: skip
@@ -86,6 +87,8 @@ def tanh32(x):
     q = q * x2 + _TB[2]
     q = q * x2 + _TB[3]
     y = p / q
+    y = y if x < _TANH_SAT else _ONE
+    y = y if x > -_TANH_SAT else -_ONE
     return y if x == x else x
 
 

@@ -32,7 +32,7 @@ def emit(ir: KernelIR, math_module: str, lib_tag: str = "") -> str:
         f"# math: {math_module} {lib_tag}",
         "import math",
         "import numpy as np",
-        "from numba import get_num_threads, njit, prange",
+        "from numba import njit, prange",
         f"from {math_module} import erf32, exp32, fmax, fmin, tanh32",
         "",
     ]
@@ -141,7 +141,9 @@ class _Emitter:
         """Per outer index: one loop per depth of reductions, then the result."""
         ir = self.ir
         self.outer_lines, self.outer_done = ["base = o * C"] + self.offsets(), {}
-        for group in _by_depth(ir):
+        groups = _by_depth(ir)
+        kept: dict[int, str] = {}  # a value the last loop stores in `out` for the final loop
+        for gi, group in enumerate(groups):
             inner: list[str] = ["n = base + c"]
             done: dict[int, str] = {}
             inits, post = [], []
@@ -151,12 +153,17 @@ class _Emitter:
                 inits.append(f"s{r} = {_init(node)}")
                 inner.append(_combine(node, f"s{r}", x))
                 post.append(f"v{r} = {_result(node, f's{r}', 'C')}")
+            if gi == len(groups) - 1 and ir.out_level == "full":
+                keep = self.worth_keeping(done)
+                if keep is not None:
+                    inner.append(f"out[n] = v{keep}")
+                    kept[keep] = f"v{keep}"
             self.outer_lines += inits + ["for c in range(C):"] + _indent(inner) + post
             for r in group:
                 self.outer_done[r] = f"v{r}"
         if ir.out_level == "full":
-            inner = ["n = base + c"]
-            v = self.expr(ir.out, inner, {}, "inner")
+            inner = ["n = base + c"] + [f"{v} = out[n]" for v in kept.values()]
+            v = self.expr(ir.out, inner, dict(kept), "inner")
             inner.append(f"out[n] = {v}")
             self.outer_lines += ["for c in range(C):"] + _indent(inner)
         else:
@@ -164,12 +171,26 @@ class _Emitter:
             self.outer_lines.append(f"out[o] = {v}")
         return [f"for o in {rng}(R):"] + _indent(self.outer_lines)
 
+    def worth_keeping(self, done: dict[int, str]) -> int | None:
+        """The costliest per-element value of a loop that the result needs again, if any
+        costs a transcendental function or a division: it is stored, not recomputed."""
+        ir = self.ir
+        need = _ancestors(ir, ir.out)
+        best, best_cost = None, 0
+        for i in done:
+            n = ir.nodes[i]
+            if i in need and n.level == "full" and n.dtype == ir.nodes[ir.out].dtype:
+                c = _cost(ir, i)
+                if c > best_cost:
+                    best, best_cost = i, c
+        return best
+
     def col_body(self, parallel: bool) -> list[str]:
         """Partial sums per chunk of outer indices, then one pass over the inner index."""
         ir = self.ir
         reds = ir.reductions()
         self.outer_lines, self.outer_done = [], {}
-        lines = ["nch = max(1, min(R, 4 * get_num_threads()))" if parallel else "nch = 1"]
+        lines = ["nch = max(1, min(R, 32))" if parallel else "nch = 1"]
         for r in reds:
             lines.append(f"p{r} = np.empty((nch, C), np.float64)")
         chunk = ["lo = ch * R // nch", "hi = (ch + 1) * R // nch", "for c in range(C):"]
@@ -215,6 +236,26 @@ def _by_depth(ir: KernelIR) -> list[list[int]]:
     for r in reds:
         groups.setdefault(d(r), []).append(r)
     return [groups[k] for k in sorted(groups)]
+
+
+EXPENSIVE = frozenset({"exp", "log", "log1p", "tanh", "erf", "sin", "cos", "sqrt", "pow", "div"})
+
+
+def _ancestors(ir: KernelIR, i: int) -> set[int]:
+    """The per-element values node i is computed from (stopping at reductions)."""
+    seen, stack = set(), [i]
+    while stack:
+        j = stack.pop()
+        if j not in seen:
+            seen.add(j)
+            if ir.nodes[j].op != "reduce":
+                stack.extend(ir.nodes[j].args)
+    return seen
+
+
+def _cost(ir: KernelIR, i: int) -> int:
+    return sum(1 for j in _ancestors(ir, i) if ir.nodes[j].op in EXPENSIVE and
+               ir.nodes[j].level == "full")  # fmt: skip
 
 
 def _init(n: Node) -> str:
