@@ -1066,6 +1066,8 @@ def subscript(lw, ctx, e: A.Subscript, obj, items: list):
         try:
             if isinstance(it, slice):
                 return obj[slice(*(_plain_int(p, e) for p in (it.start, it.stop, it.step)))]
+            if it is None:  # `none` adds an axis to a tensor; a list has none to add
+                raise ValueError_("a list index must be a whole number, got none", e.span)
             return obj[_plain_int(it, e)]
         except IndexError:
             raise ValueError_(
