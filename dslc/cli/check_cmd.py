@@ -21,8 +21,12 @@ from dslc.cli import allow_imports_option, parse_sets, report_errors
               "size of a symbolic dimension [default: 3 for each].")  # fmt: skip
 @click.option("--seed", type=int, default=0, show_default=True,
               help="With --grad: seed of the random batch, weights and directions.")  # fmt: skip
-@click.option("--tol", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="With --grad: the largest relative error that passes [default: 1e-5].")
+@click.option(
+    "--tol",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="With --grad: the largest relative error that passes [default: 1e-5].",
+)
 @allow_imports_option
 @report_errors
 def check(model: str, sets: tuple[str, ...], grad: bool, dims: tuple[str, ...], seed: int,

@@ -34,11 +34,11 @@ CONSTANTS: dict[str, Any] = {
 }
 
 
-
 # Bounds on what compile-time code may build, so that no program can hang the compiler:
 MAX_INT = 2**63 - 1  # compile-time whole numbers fit an int64, as sizes must
 MAX_LIST = 1_000_000  # elements of a compile-time list (`range`, `[0] * n`)
 MAX_REPEAT = 10_000  # copies made by one `repeat`
+
 
 def builtin(name: str, *sig, variadic: bool = False, doc: str = ""):
     """Register `fn(lw, ctx, span, **args)` under `name` with signature `sig`."""
@@ -1020,9 +1020,7 @@ def _const_arith(op: str, a, b, sym: bool, e: A.Binary):
         return a // b
     if op == "%":
         if sym:
-            raise ValueError_(
-                f"`%` on the symbolic size {a if isinstance(a, Dim) else b}", e.span
-            )
+            raise ValueError_(f"`%` on the symbolic size {a if isinstance(a, Dim) else b}", e.span)
         return a % b
     if op == "**":
         if sym:

@@ -178,9 +178,11 @@ def run(count: int, seed: int, *, deep_every: int = 10, limit: float = 10.0,
                 save_to_corpus(text, out, corpus)
             if progress and (i + 1) % progress == 0:
                 summary.seconds = time.perf_counter() - t0
-                log(f"[{i + 1}/{count}] compiled {summary.compiled}, rejected "
+                log(
+                    f"[{i + 1}/{count}] compiled {summary.compiled}, rejected "
                     f"{summary.rejected}, internal {summary.internal}, "
-                    f"{summary.seconds:.0f} s")
+                    f"{summary.seconds:.0f} s"
+                )
     summary.seconds = time.perf_counter() - t0
     return summary
 
@@ -191,11 +193,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--count", type=int, default=1000, help="inputs to run")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--deep-every", type=int, default=10,
-                    help="also run autodiff and the passes on every K-th input of a generator")
+    ap.add_argument(
+        "--deep-every",
+        type=int,
+        default=10,
+        help="also run autodiff and the passes on every K-th input of a generator",
+    )
     ap.add_argument("--limit", type=float, default=10.0, help="seconds per input")
-    ap.add_argument("--corpus", default=str(CORPUS_DIR),
-                    help="where to save failing inputs ('' for nowhere)")
+    ap.add_argument(
+        "--corpus", default=str(CORPUS_DIR), help="where to save failing inputs ('' for nowhere)"
+    )
     ap.add_argument("--progress", type=int, default=1000, help="print a line every K inputs")
     args = ap.parse_args(argv)
     sys.setrecursionlimit(max(sys.getrecursionlimit(), 3000))

@@ -49,9 +49,7 @@ def _grammar():
     rules: dict[str, list[list[tuple[bool, str]]]] = {}
     for r in p.rules:
         rules.setdefault(r.origin.name, []).append([(s.is_term, s.name) for s in r.expansion])
-    literal = {
-        t.name: t.pattern.value for t in p.terminals if isinstance(t.pattern, PatternStr)
-    }
+    literal = {t.name: t.pattern.value for t in p.terminals if isinstance(t.pattern, PatternStr)}
     # the fewest nested rules each symbol needs to finish (a fixed point)
     depth: dict[str, float] = {name: float("inf") for name in rules}
     changed = True
@@ -106,9 +104,25 @@ def _pick(rng: random.Random, good: list[str], bad: list[str], p_bad: float = 0.
     return rng.choice(bad if bad and rng.random() < p_bad else good)
 
 
-_ACTS = ["relu", "gelu", "tanh", "sigmoid", "softmax", "layer_norm", "dropout(0.1)", "rms_norm",
-         "dense(units)", "dense(d)", "dense(4, bias = false)", "dense(4, name = \"fc\")",
-         "prim.relu", "prim.exp", "Blk(d)", "repeat(2, Blk(d))", "repeat(layers, Blk(d))"]
+_ACTS = [
+    "relu",
+    "gelu",
+    "tanh",
+    "sigmoid",
+    "softmax",
+    "layer_norm",
+    "dropout(0.1)",
+    "rms_norm",
+    "dense(units)",
+    "dense(d)",
+    "dense(4, bias = false)",
+    'dense(4, name = "fc")',
+    "prim.relu",
+    "prim.exp",
+    "Blk(d)",
+    "repeat(2, Blk(d))",
+    "repeat(layers, Blk(d))",
+]
 _BAD_ACTS = ["dropout(1.5)", "dense(0)", "dense(-1)", "repeat(0, Blk(d))", "attention(heads)",
              "attention(heads, causal = true)", "lstm(8)", "gru(4)", "rnn(4)", "flatten",
              "conv2d(4, kernel = 3)", "max_pool(2)", "global_avg_pool", "batch_norm",

@@ -129,9 +129,7 @@ def test_bad_metadata_names_the_field(setup):
     for field in ("state", "optimizer"):
         meta = {k: v for k, v in setup[2].items() if k != field}
         path = write(setup, f"no-{field}", meta=meta)
-        assert resume_error(setup, path).message == (
-            f"{path}: the metadata has no field `{field}`"
-        )
+        assert resume_error(setup, path).message == (f"{path}: the metadata has no field `{field}`")
     path = write(setup, "badstate", meta={**setup[2], "state": json.dumps({"bogus": 1})})
     assert resume_error(setup, path).message == f"{path}: metadata field `state` is malformed"
 
