@@ -157,6 +157,7 @@ def explanation(graph, sources: Mapping[str, str] | None = None) -> str:
 
     sources = dict(sources or {})
     fused = [n for n in graph.topo_order() if graph.data(n)["op"] == "fused"]
+    not_generated = {e["node"]: e["reason"] for e in graph.meta.get("codegen_report") or []}
     lines = [f"{len(fused)} fused kernel(s)"]
     for nid in fused:
         d = graph.data(nid)
@@ -166,6 +167,8 @@ def explanation(graph, sources: Mapping[str, str] | None = None) -> str:
         head += f"  [{pattern}]" if pattern else ""
         head += f"  ({d['scope']})" if d.get("scope") else ""
         lines += ["", head]
+        if nid in not_generated:
+            lines.append(f"    not one generated kernel (NumPy calls): {not_generated[nid]}")
         spans = [n.span for n in ops if n.span is not None] or [d.get("span")]
         for file, line in sorted({(s.file, s.line) for s in spans if s is not None}):
             text = _source_line(file, line, sources)

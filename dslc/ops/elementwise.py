@@ -588,13 +588,26 @@ def _g_where(b, n, g):
     return [None, b.op("where", cond, g, zero), b.op("where", cond, zero, g)]
 
 
+def _same_array(a, b) -> bool:
+    """Whether a and b are the very same elements (one buffer, one layout)."""
+    ia, ib = getattr(a, "__array_interface__", None), getattr(b, "__array_interface__", None)
+    if ia is None or ib is None:  # cupy: compare what it exposes
+        return a is b
+    return ia["data"][0] == ib["data"][0] and a.shape == b.shape and a.strides == b.strides
+
+
 def _where(xp, c, a, d, out=None):
     if out is None:
         return xp.where(c, a, d)
+    cb = xp.broadcast_to(c, out.shape)
     if xp.may_share_memory(out, a):  # the memory plan may write the result over `a`
+        if _same_array(out, a) and not xp.may_share_memory(out, d):
+            # only the other branch moves: a bool mask, not a float temporary
+            xp.copyto(out, xp.broadcast_to(d, out.shape), where=xp.logical_not(cb))
+            return out
         return put(xp, xp.where(c, a, d), out)
     xp.copyto(out, d)
-    xp.copyto(out, xp.broadcast_to(a, out.shape), where=xp.broadcast_to(c, out.shape))
+    xp.copyto(out, xp.broadcast_to(a, out.shape), where=cb)
     return out
 
 

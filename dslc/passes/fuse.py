@@ -17,7 +17,9 @@ Every candidate that could not join is recorded with its reason in
 `graph.meta["fusion_report"]`, for `dslc compile --explain`. The fused node's attrs are
 `body` (a Graph: `input` nodes `in0, in1...` for the operands, scalar consts inlined, the
 result as `outputs["out"]`), `kinds`, `members` ((op, span, scope) per member, in
-topological order), `pattern`, `domain` and `reduce_axes`. Kernels are the runtime's job.
+topological order), `pattern`, `domain` and `reduce_axes`. Kernels are the runtime's job:
+`graph.meta["codegen_report"]` lists the fused nodes that the code generator
+(`dslc.codegen`) cannot make one kernel of, each with its reason; they run as NumPy calls.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from __future__ import annotations
 import heapq
 from dataclasses import dataclass, field
 
+from dslc.codegen.expr import Unsupported, lower
 from dslc.ir.dims import Shape
 from dslc.ir.graph import Graph
 from dslc.ops import REGISTRY
@@ -232,7 +235,20 @@ def fuse(graph: Graph) -> Graph:
         entry["group"] = fused_of.get(entry["group"], entry["group"])
         entry["producer"] = fused_of.get(entry["producer"], entry["producer"])
     g.meta["fusion_report"] = report
+    g.meta["codegen_report"] = codegen_report(g, set(fused_of.values()))
     return g
+
+
+def codegen_report(g: Graph, fused: set[int]) -> list[dict]:
+    """The fused nodes the code generator declines: {node, span, reason}."""
+    out = []
+    for f in sorted(fused):
+        a = g.data(f)["attrs"]
+        try:
+            lower(a["body"], a["pattern"], a["domain"], a["reduce_axes"])
+        except Unsupported as e:
+            out.append({"node": f, "span": g.data(f).get("span"), "reason": str(e)})
+    return out
 
 
 def _wrap(g: Graph, grp: Group, members: list[int]) -> int:

@@ -75,3 +75,9 @@ def test_constants_take_the_dtype_of_their_operand():
     consts = [n for n in ir.nodes if n.op == "const"]
     assert all(n.dtype != "f64" for n in consts)
     assert ir.nodes[ir.out].dtype == "f32"
+
+
+def test_the_fuse_pass_reports_groups_without_a_kernel():
+    report = fused(GRAPHS["middle_axis"]).meta["codegen_report"]
+    assert [e["reason"] for e in report] == ["it reduces axes (1,), neither leading nor trailing"]
+    assert fused(GRAPHS["layer_norm"]).meta["codegen_report"] == []
