@@ -267,9 +267,10 @@ NEW_NUMBERS = ["0", "1", "-1", "3", "7", "1000000", "0.5", "1e-9", "1e40", "2", 
 # a small model per built-in layer file, so a mutated copy of the file has a user
 _LAYER_DRIVERS = {
     "core.nn": "model M {\n input x: f32[N, 8]\n label y: i64[N]\n"
-               " h = x |> dense(4) |> dropout(0.1) |> spatial_dropout(0.0)\n"
+               " h = x |> dense(4) |> dropout(0.1)\n"
+               " z = reshape(x, [N, 2, 4]) |> spatial_dropout(0.2)\n"
                " e = embedding(y, 10, 4) + positional_embedding(1, 4)\n"
-               " loss cross_entropy(h, y) + mse(e, e)\n}\n",
+               " loss cross_entropy(h, y) + mse(e, e) + mse(z, z)\n}\n",
     "attention.nn": "model M {\n input x: f32[B, T, 8]\n"
                     " loss attention(x, 2, causal = true) |> sum\n}\n",
     "conv.nn": "model M {\n input x: f32[N, 1, 8, 8]\n label y: i64[N]\n"

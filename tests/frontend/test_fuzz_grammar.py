@@ -65,7 +65,7 @@ _TERMINALS = {  # explicit strategies for the regex terminals: short, mostly mea
 }
 
 
-@settings(max_examples=60, deadline=None, derandomize=True,
+@settings(max_examples=40, deadline=None, derandomize=True,
           suppress_health_check=list(HealthCheck))  # fmt: skip
 @given(from_lark(Lark.open(str(GRAMMAR_PATH), parser="lalr"), start="start", explicit=_TERMINALS))
 def test_strings_from_the_grammar(text):
@@ -90,9 +90,9 @@ def test_near_valid_programs(work):
 @pytest.mark.parametrize("name", [n for n, _ in seed_sources()])
 def test_mutations_of_each_example_and_layer_file(name, work):
     src = dict(seed_sources())[name]
-    assert_clean(src, work, deep=True)  # the unmutated source compiles
+    assert assert_clean(src, work, deep=True).kind == "compiled"  # the unmutated source
     rng = random.Random(name)
-    for i in range(20):
+    for i in range(15):
         assert_clean(mutate(src, rng), work, deep=i % 8 == 0)
 
 
