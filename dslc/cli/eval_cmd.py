@@ -30,14 +30,20 @@ def eval_(model, weights, data, split, metrics, batch_size, sets, as_json):
     from dslc import api
 
     names = [m.strip() for m in metrics.split(",") if m.strip()] if metrics else None
+    loaded = api.load(model, weights, overrides=parse_sets(sets) or None, training=False)
+    saved = loaded.checkpoint.meta.get("model_hash") if loaded.checkpoint else None
+    if saved and loaded.program.model_hash and saved != loaded.program.model_hash:
+        click.echo(
+            f"warning: {model} changed since {loaded.checkpoint.path} was written (its "
+            "parameters still fit); the metrics are of the model as it is now",
+            err=True,
+        )
     result = api.evaluate(
-        model,
+        loaded,
         data,
-        weights=weights,
         metrics=names,
         split=split,
         batch_size=batch_size,
-        overrides=parse_sets(sets) or None,
         data_hint="--data" if data else None,
     )
     if as_json:

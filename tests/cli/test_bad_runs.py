@@ -79,8 +79,16 @@ def test_a_changed_model_lists_what_changed(trained, dslc_cli, how):
 
 
 def test_a_changed_model_whose_parameters_fit_resumes_with_a_warning(trained, dslc_cli):
-    model, run, _ = trained
+    model, run, data = trained
+    r = dslc_cli("eval", str(model), "--weights", str(run), "--data", str(data))
+    assert r.exit_code == 0 and r.stderr == ""  # the same model: no warning
     model.write_text(MODEL.replace("|> relu |>", "|> tanh |>"))
+    r = dslc_cli("eval", str(model), "--weights", str(run), "--data", str(data))
+    assert r.exit_code == 0, r.output
+    assert r.stderr == (
+        f"warning: {model} changed since {run / 'checkpoint.safetensors'} was written (its "
+        "parameters still fit); the metrics are of the model as it is now\n"
+    )
     r = dslc_cli("train", str(model), "--resume", str(run), "--epochs", "2", "--quiet")
     assert r.exit_code == 0, r.output
     assert f"warning: {model} changed since {run / 'checkpoint.safetensors'} was written" in (
