@@ -27,7 +27,9 @@ LAYERS = {
     "dslc.runtime": 4,
     "dslc.datasets": 4,  # built-in data, loaded by the runtime's data module
     "dslc.api": 5,
+    "dslc.gradcheck": 5,  # runs graphs with the runtime's data and initialisers
     "dslc.cli": 6,
+    "dslc.tools": 6,  # developer tools (the fuzzer) over everything below
 }
 NAMES = {0: "errors", 1: "ir/ops", 2: "frontend", 3: "passes", 4: "runtime", 5: "api", 6: "cli"}
 # `dslc/__init__.py` runs before any submodule, so it may import nothing above errors.
