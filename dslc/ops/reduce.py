@@ -141,14 +141,17 @@ def _softmax(xp, x, out=None, axis=-1):
     m = _safe_max(xp, x, (axis,))
     e = xp.subtract(x, m, out=out)
     xp.exp(e, out=e)
-    e /= xp.sum(e, axis=axis, keepdims=True)
+    s = xp.sum(e, axis=axis, keepdims=True)
+    e *= xp.reciprocal(s, out=s)  # one division per row, a multiply per element
     return e
 
 
 def _log_softmax(xp, x, out=None, axis=-1):
     m = _safe_max(xp, x, (axis,))
     r = xp.subtract(x, m, out=out)
-    r -= xp.log(xp.sum(xp.exp(r), axis=axis, keepdims=True))
+    e = xp.exp(r)
+    s = xp.sum(e, axis=axis, keepdims=True)
+    r -= xp.log(s, out=s)
     return r
 
 
