@@ -4,10 +4,11 @@ Convolution is im2col plus GEMMs, in chunks of images so the column buffer stays
 Without groups, a chunk's columns are copied once from a strided window view into a reused
 [m, C*kh*kw, Ho*Wo] buffer, whose per-image GEMMs write the NCHW output in place (no output
 transpose); the weight gradient is the same GEMMs against the output gradient, and the input
-gradient the transposed GEMMs followed by col2im, one strided add per kernel position.
-NumPy runs the images in slabs, one per thread with single-threaded BLAS (`blas_pool`).
-Grouped convolutions take a general path with a GEMM per group. Pooling loops over kernel
-positions only: each step is one vectorised op over the whole batch.
+gradient (stride 1) the transposed GEMMs followed by col2im as one contiguous add per kernel
+position over flattened rows (`_Flat`). NumPy runs the images in slabs, one per thread with
+single-threaded BLAS (`blas_pool`). Grouped convolutions (and the input gradient of strided
+ones) take a general path with a GEMM per group over a transposed column layout. Pooling
+loops over kernel positions only: each step is one vectorised op over the whole batch.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ def _chunk(n, per_image):
     return max(1, min(n, COLS_BUDGET // max(1, per_image)))
 
 
-def _conv2d_grouped(xp, x, w, out, stride, padding, dilation, groups):
+def _conv2d_general(xp, x, w, out, stride, padding, dilation, groups):
     n, c, h, wd = x.shape
     o, cg, kh, kw = w.shape
     (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
@@ -64,7 +65,7 @@ def _conv2d_grouped(xp, x, w, out, stride, padding, dilation, groups):
     return out
 
 
-def _grad_input_grouped(xp, g, w, out, in_size, stride, padding, dilation, groups):
+def _grad_input_general(xp, g, w, out, in_size, stride, padding, dilation, groups):
     n, o, ho, wo = g.shape
     _, cg, kh, kw = w.shape
     h, wd = in_size
@@ -101,7 +102,7 @@ def _grad_input_grouped(xp, g, w, out, in_size, stride, padding, dilation, group
     return out
 
 
-def _grad_weight_grouped(xp, x, g, out, kernel, stride, padding, dilation, groups):
+def _grad_weight_general(xp, x, g, out, kernel, stride, padding, dilation, groups):
     n, c, h, wd = x.shape
     _, o, ho, wo = g.shape
     kh, kw = kernel
@@ -164,7 +165,7 @@ class _Flat:
 
 def conv2d(xp, x, w, out=None, stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=1):
     if groups != 1:
-        return _conv2d_grouped(xp, x, w, out, stride, padding, dilation, groups)
+        return _conv2d_general(xp, x, w, out, stride, padding, dilation, groups)
     n, c, h, wd = x.shape
     o, _, kh, kw = w.shape
     (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
@@ -198,7 +199,7 @@ def conv2d_grad_weight(
     xp, x, g, out=None, kernel=(1, 1), stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=1
 ):
     if groups != 1:
-        return _grad_weight_grouped(xp, x, g, out, kernel, stride, padding, dilation, groups)
+        return _grad_weight_general(xp, x, g, out, kernel, stride, padding, dilation, groups)
     n, c, h, wd = x.shape
     _, o, ho, wo = g.shape
     kh, kw = kernel
@@ -252,7 +253,7 @@ def conv2d_grad_input(
     xp, g, w, out=None, in_size=(0, 0), stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=1
 ):
     if groups != 1 or stride != (1, 1):
-        return _grad_input_grouped(xp, g, w, out, in_size, stride, padding, dilation, groups)
+        return _grad_input_general(xp, g, w, out, in_size, stride, padding, dilation, groups)
     n, o = g.shape[:2]
     _, c, kh, kw = w.shape
     h, wd = in_size
