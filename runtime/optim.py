@@ -21,7 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from dslc.runtime.kernels_choice import resolve_kernels
+from dslc.runtime.kernels_choice import resolve_kernels, resolve_threads
 
 from dslc.errors import ConfigError
 
@@ -61,7 +61,8 @@ class Optimizer:
             from dslc.runtime import kernels_optim
 
             self._ko = kernels_optim
-            self.threads = numba.get_num_threads()
+            t = resolve_threads()  # $DSLC_THREADS, else the executor's setting
+            self.threads = numba.get_num_threads() if t is None else t
             self._unused = [kernels_optim.placeholder(p) for p, _ in self.groups]
 
     def active_state(self) -> tuple[str, ...]:
