@@ -164,7 +164,7 @@ def _shape(v, e, fn: str) -> tuple:
 
 
 def _dtype(v, e, fn: str) -> str:
-    if v not in DTYPES:
+    if not isinstance(v, str) or v not in DTYPES:
         raise ArgumentError(
             f"`{fn}`: dtype must be one of {', '.join(DTYPES)}, got {show(v)}", e.span
         )
@@ -788,8 +788,9 @@ def make_init(name: str, args, kwargs, t: TensorType, span: Span) -> InitSpec:
             if d is R:
                 raise ArgumentError(f"initialiser `{name}` is missing `{n}`", span)
             vals[n] = d
+    optional = {n for n, d in zip(names_, defaults) if d is None}
     for k, v in vals.items():
-        if v is None:
+        if v is None and k in optional:
             continue
         if not _is_number(v) or isinstance(_norm(v), Dim):
             raise ArgumentError(
