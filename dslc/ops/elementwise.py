@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from dslc.ir.types import TensorType, np_dtype
 from dslc.ops.registry import NONDIFF, primitive
 from dslc.ops.rules import (
@@ -18,7 +20,9 @@ from dslc.ops.rules import (
     put,
     same_dtype,
 )
+from dslc.ops.special import blocked as _blocked
 from dslc.ops.special import erf as _erf
+from dslc.ops.special import erf32_block as _erf32_block
 
 SQRT_2 = math.sqrt(2.0)
 SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
@@ -109,7 +113,29 @@ def _rsqrt(xp, x, out=None):
     return xp.divide(1.0, r, out=r)
 
 
+def _gelu32_block(approximate):
+    def fn(xb, ob, scratch):
+        t = scratch[4]  # scratch 0-2 are erf's, 3 its argument
+        if approximate == "tanh":
+            np.multiply(xb, xb, out=t)  # tanh(k (x + c x^3))
+            t *= np.float32(GELU_C)
+            t += np.float32(1.0)
+            t *= xb
+            t *= np.float32(SQRT_2_OVER_PI)
+            np.tanh(t, out=t)
+        else:
+            np.multiply(xb, np.float32(1.0 / SQRT_2), out=scratch[3])
+            _erf32_block(scratch[3], t, scratch[:3])
+        t += np.float32(1.0)
+        t *= np.float32(0.5)
+        np.multiply(xb, t, out=ob)
+
+    return fn
+
+
 def _gelu(xp, x, out=None, approximate="none"):
+    if xp is np and x.dtype == np.float32:  # one pass over memory, the formula per block
+        return _blocked(x, out, _gelu32_block(approximate), 5)
     if approximate == "tanh":
         inner = x * x
         inner *= GELU_C

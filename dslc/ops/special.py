@@ -114,24 +114,61 @@ _BETA32 = (-1.45660718464996e-05, -2.13374055278905e-04, -1.68282697438203e-03,
            -7.37332916720468e-03, -1.42647390514189e-02)  # fmt: skip
 
 
+BLOCK = 32768  # elements per block: a dozen passes over a block stay in the caches
+
+
+def blocked(x, out, fn, n_scratch: int):
+    """out = fn(x) evaluated block by block: `fn(xb, ob, scratch)` writes block `ob` from `xb`
+    using float32 scratch vectors of the block's length. Multi-pass formulas then cost one
+    pass over memory instead of one per operation. Returns `out` (allocated when None)."""
+    shape = x.shape
+    res = out if out is not None and out.dtype == np.float32 and out.flags.c_contiguous else None
+    if res is None:
+        res = np.empty(shape, np.float32)
+    xi = np.ascontiguousarray(x).reshape(-1)
+    ro = res.reshape(-1)
+    n = xi.size
+    b = min(BLOCK, max(n, 1))
+    scratch = [np.empty(b, np.float32) for _ in range(n_scratch)]
+    for s in range(0, n, b):
+        e = min(n, s + b)
+        fn(xi[s:e], ro[s:e], [t[: e - s] for t in scratch])
+    if out is not None and res is not out:
+        np.copyto(out, res, casting="unsafe")
+        return out
+    return res
+
+
+_A32 = tuple(np.float32(c) for c in _ALPHA32)
+_B32 = tuple(np.float32(c) for c in _BETA32)
+
+
+def erf32_block(xb, ob, scratch) -> None:
+    """erf of one float32 block into `ob` (three scratch vectors)."""
+    v, x2, den = scratch
+    np.clip(xb, np.float32(-4.0), np.float32(4.0), out=v)
+    np.multiply(v, v, out=x2)
+    num = ob
+    np.multiply(x2, _A32[0], out=num)
+    num += _A32[1]
+    for c in _A32[2:]:
+        num *= x2
+        num += c
+    num *= v
+    np.multiply(x2, _B32[0], out=den)
+    den += _B32[1]
+    for c in _B32[2:]:
+        den *= x2
+        den += c
+    num /= den
+
+
 def _erf32(xp, x, out=None):
     """erf for float32 and float16 arrays, to float32 rounding; computed in float32."""
-    v = xp.clip(x, -4.0, 4.0, dtype=np.float32)
-    x2 = v * v
-    num = xp.full_like(x2, _ALPHA32[0])
-    for c in _ALPHA32[1:]:
-        num *= x2
-        num += np.float32(c)
-    num *= v
-    den = xp.full_like(x2, _BETA32[0])
-    for c in _BETA32[1:]:
-        den *= x2
-        den += np.float32(c)
-    num /= den
-    if out is None:
-        return num.astype(x.dtype, copy=False)
-    xp.copyto(out, num, casting="unsafe")
-    return out
+    if xp is not np:
+        raise AssertionError("cupy has its own erf")
+    res = blocked(x, out, erf32_block, 3)
+    return res if out is not None or x.dtype == np.float32 else res.astype(x.dtype)
 
 
 def erf(xp, x, out=None):
