@@ -1,0 +1,122 @@
+"""The fast kernel paths agree with the plain NumPy ones they replace."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from dslc.ops import blas_pool
+from dslc.ops import conv_kernels as ck
+from dslc.ops.linalg import _scatter_add_rows
+
+RNG = np.random.default_rng(7)
+
+
+def arr(*shape, dtype=np.float64):
+    return RNG.standard_normal(shape).astype(dtype)
+
+
+@pytest.mark.parametrize(
+    "ashape,bshape",
+    [((6, 3, 4, 5), (6, 3, 5, 2)), ((1, 4, 5), (3, 5, 2)), ((5, 4, 3), (5, 3, 2)),
+     ((3, 2, 4, 5), (2, 5, 6)), ((1, 2, 3), (1, 3, 4))],
+)  # fmt: skip
+def test_stacked_matmul_matches_numpy(ashape, bshape):
+    a, b = arr(*ashape), arr(*bshape)
+    want = np.matmul(a, b)
+    assert np.allclose(blas_pool.stacked_matmul(a, b), want)
+    out = np.empty_like(want)
+    assert blas_pool.stacked_matmul(a, b, out=out) is out
+    assert np.allclose(out, want)
+
+
+def test_stacked_matmul_of_transposed_views():
+    q = arr(4, 6, 2, 3, dtype=np.float32).transpose(0, 2, 1, 3)
+    k = arr(4, 6, 2, 3, dtype=np.float32).transpose(0, 2, 3, 1)
+    assert np.allclose(blas_pool.stacked_matmul(q, k), np.matmul(q, k), atol=1e-6)
+
+
+@pytest.mark.parametrize("m,k,n", [(3, 4, 5), (200, 150, 160)])
+def test_matmul2d_matches_numpy(m, k, n):
+    a, b = arr(m, k), arr(k, n)
+    assert np.allclose(blas_pool.matmul2d(a, b), a @ b)
+    assert np.allclose(blas_pool.matmul2d(a.T.copy().T, b), a @ b)
+
+
+def test_in_slabs_covers_every_index_once():
+    seen = np.zeros(11, dtype=int)
+
+    def fn(lo, hi):
+        seen[lo:hi] += 1
+
+    blas_pool.in_slabs(11, fn)
+    blas_pool.in_slabs(1, lambda lo, hi: seen.__setitem__(slice(lo, hi), seen[lo:hi] + 1))
+    assert seen.tolist() == [2] + [1] * 10
+
+
+@pytest.mark.parametrize("vocab,rows", [(50, 40), (3, 200), (1000, 7), (5, 0)])
+def test_scatter_add_rows_matches_add_at(vocab, rows):
+    idx = RNG.integers(0, vocab, size=(rows,))
+    g = arr(rows, 4)
+    want = np.zeros((vocab, 4))
+    np.add.at(want, idx, g)
+    out = np.full((vocab, 4), 9.0)
+    assert np.allclose(_scatter_add_rows(np, g, idx, out=out, n=vocab), want)
+
+
+CONVS = [  # c, o, (kh, kw), stride, padding, dilation, size
+    (1, 4, (3, 3), (1, 1), (0, 0), (1, 1), (8, 9)),
+    (3, 5, (3, 3), (1, 1), (1, 1), (1, 1), (7, 7)),
+    (2, 3, (2, 3), (1, 1), (0, 2), (2, 1), (9, 8)),
+    (4, 6, (1, 1), (1, 1), (0, 0), (1, 1), (5, 6)),
+    (3, 4, (3, 3), (2, 2), (1, 1), (1, 1), (9, 9)),
+]
+
+
+@pytest.mark.parametrize("c,o,k,s,p,d,hw", CONVS)
+def test_conv_fast_paths_match_the_general_path(c, o, k, s, p, d, hw):
+    x, w = arr(5, c, *hw), arr(o, c, *k)
+    y = ck._conv2d_general(np, x, w, None, s, p, d, 1)
+    assert np.allclose(ck.conv2d(np, x, w, None, s, p, d), y)
+    out_t = np.empty(y.shape[::-1]).T  # a non-contiguous out
+    ck.conv2d(np, x, w, out_t, s, p, d)
+    assert np.allclose(out_t, y)
+    g = arr(*y.shape)
+    gi = ck._grad_input_general(np, g, w, None, hw, s, p, d, 1)
+    assert np.allclose(ck.conv2d_grad_input(np, g, w, None, hw, s, p, d), gi)
+    gi_t = np.empty(x.shape[::-1]).T
+    ck.conv2d_grad_input(np, g, w, gi_t, hw, s, p, d)
+    assert np.allclose(gi_t, gi)
+    gw = ck._grad_weight_general(np, x, g, None, k, s, p, d, 1)
+    assert np.allclose(ck.conv2d_grad_weight(np, x, g, None, k, s, p, d), gw)
+
+
+def test_conv_over_several_chunks(monkeypatch):
+    monkeypatch.setattr(ck, "COLS_BUDGET", 200)
+    x, w = arr(7, 2, 6, 6), arr(3, 2, 3, 3)
+    y = ck._conv2d_general(np, x, w, None, (1, 1), (0, 0), (1, 1), 1)
+    assert np.allclose(ck.conv2d(np, x, w), y)
+    g = arr(*y.shape)
+    gi = ck._grad_input_general(np, g, w, None, (6, 6), (1, 1), (0, 0), (1, 1), 1)
+    assert np.allclose(ck.conv2d_grad_input(np, g, w, None, (6, 6)), gi)
+    gw = ck._grad_weight_general(np, x, g, None, (3, 3), (1, 1), (0, 0), (1, 1), 1)
+    assert np.allclose(ck.conv2d_grad_weight(np, x, g, None, (3, 3)), gw)
+
+
+@pytest.mark.parametrize("shape,k", [((3, 2, 8, 8), (2, 2)), ((2, 3, 9, 7), (2, 2)),
+                                     ((2, 2, 7, 9), (3, 3))])  # fmt: skip
+def test_tiled_max_pool_gradient_routes_ties_to_the_first(shape, k):
+    x = RNG.integers(-1, 2, size=shape).astype(np.float32)  # many ties
+    y = ck.max_pool2d(np, x, None, k, k)
+    g = arr(*y.shape, dtype=np.float32)
+    got = ck.max_pool2d_grad(np, x, y, g, np.full(shape, 5.0, np.float32), k, k)
+    want = np.zeros(shape, np.float32)
+    ho, wo = y.shape[2:]
+    for n in range(shape[0]):
+        for c in range(shape[1]):
+            for i in range(ho):
+                for j in range(wo):
+                    win = x[n, c, i * k[0] : (i + 1) * k[0], j * k[1] : (j + 1) * k[1]]
+                    r, s = np.unravel_index(np.argmax(win), win.shape)
+                    want[n, c, i * k[0] + r, j * k[1] + s] += g[n, c, i, j]
+    assert np.array_equal(got, want)
