@@ -14,6 +14,7 @@ import importlib.util
 import os
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numba
@@ -101,7 +102,9 @@ class GeneratedKernel:
                 args.append(buf.reshape(-1))
             else:
                 args.append(v.reshape(-1))
-        fn = self.module.parallel if threads > 1 and R * C >= PARALLEL_MIN else self.module.serial
+        fn = self.module.serial
+        if threads > 1 and R * C >= PARALLEL_MIN:
+            fn = Tuned((self.module.serial, self.module.parallel))
         k = self.ir.split
         od = np.array(outer, dtype=np.int64).reshape(k)
         os_ = np.zeros((len(shapes), k), dtype=np.int64)
@@ -119,6 +122,38 @@ class GeneratedKernel:
             fn(*a)
 
         return run, tuple(args)
+
+
+class Tuned:
+    """Runs each variant in turn on the first calls (real data), then only the fastest.
+
+    The parallel variant is not always the faster one: LLVM vectorises some loops less well
+    inside Numba's parallel regions, and threads lose when the machine's cores are busy.
+    Each variant's first call (compilation) is not counted; two timed calls each decide.
+    """
+
+    ROUNDS = 2
+
+    def __init__(self, variants):
+        self.variants = variants
+        self.times: list[list[float]] = [[] for _ in variants]
+        self.calls = 0
+        self.chosen = None
+
+    def __call__(self, *args):
+        if self.chosen is not None:
+            return self.chosen(*args)
+        i = self.calls % len(self.variants)
+        self.calls += 1
+        t = time.perf_counter()
+        self.variants[i](*args)
+        dt = time.perf_counter() - t
+        if self.calls > len(self.variants):
+            self.times[i].append(dt)
+        if all(len(ts) >= self.ROUNDS for ts in self.times):
+            best = min(range(len(self.variants)), key=lambda k: min(self.times[k]))
+            self.chosen = self.variants[best]
+        return None
 
 
 def _flat(a, what: str):

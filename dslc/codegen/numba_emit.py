@@ -120,6 +120,8 @@ class _Emitter:
         v = self.expr(self.ir.out, inner, {}, "inner")
         inner.append(f"out[n] = {v}")
         pre = self.outer_lines  # constants only: a map has no per-row values
+        if self.ir.split == 0 and rng == "range":  # a plain loop: LLVM vectorises it best
+            return pre + ["for n in range(R * C):"] + _indent(inner)
         if self.ir.split == 0:
             head = ["N = R * C", f"for b in {rng}((N + {BLOCK - 1}) // {BLOCK}):",
                     f"    for n in range(b * {BLOCK}, min(N, (b + 1) * {BLOCK})):"]  # fmt: skip
