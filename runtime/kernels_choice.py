@@ -18,7 +18,11 @@ KERNELS = ("numpy", "numba")
 
 
 def numba_available() -> bool:
-    return importlib.util.find_spec("numba") is not None
+    """Whether numba can be imported (the `jit` extra)."""
+    try:
+        return importlib.util.find_spec("numba") is not None
+    except (ImportError, ValueError):  # a stub or a broken install
+        return False
 
 
 def resolve_kernels(kernels: str | None = None, xp=np) -> str:
