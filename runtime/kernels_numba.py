@@ -146,7 +146,14 @@ class Tuned:
         i = self.calls % len(self.variants)
         self.calls += 1
         t = time.perf_counter()
-        self.variants[i](*args)
+        if i == 0:
+            self.variants[0](*args)
+        else:
+            try:
+                self.variants[i](*args)
+            except Exception:  # a variant Numba cannot compile: keep the first (serial) one
+                self.chosen = self.variants[0]
+                return self.chosen(*args)
         dt = time.perf_counter() - t
         if self.calls > len(self.variants):
             self.times[i].append(dt)
