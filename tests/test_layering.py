@@ -29,6 +29,7 @@ LAYERS = {
     "dslc.api": 5,
     "dslc.gradcheck": 5,  # runs graphs with the runtime's data and initialisers
     "dslc.cli": 6,
+    "dslc.__main__": 6,  # `python -m dslc` is the command line
     "dslc.tools": 6,  # developer tools (the fuzzer) over everything below
 }
 NAMES = {0: "errors", 1: "ir/ops", 2: "frontend", 3: "passes", 4: "runtime", 5: "api", 6: "cli"}
