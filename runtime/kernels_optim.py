@@ -115,8 +115,13 @@ RMSPROP = (rmsprop_serial, rmsprop_parallel)
 
 
 def pick(variants, n: int, threads: int):
-    """The parallel variant for large buffers when threads are allowed, else the serial."""
-    return variants[1] if threads > 1 and n >= PARALLEL_MIN else variants[0]
+    """The serial variant; for large buffers when threads are allowed, whichever of the
+    serial and parallel ones is faster on the first calls (busy cores make threads lose)."""
+    if threads > 1 and n >= PARALLEL_MIN:
+        from dslc.runtime.kernels_numba import Tuned
+
+        return Tuned(variants)
+    return variants[0]
 
 
 def placeholder(p):

@@ -64,6 +64,7 @@ class Optimizer:
             t = resolve_threads()  # $DSLC_THREADS, else the executor's setting
             self.threads = numba.get_num_threads() if t is None else t
             self._unused = [kernels_optim.placeholder(p) for p, _ in self.groups]
+            self._picked: dict = {}
 
     def active_state(self) -> tuple[str, ...]:
         """The state buffers this configuration needs (momentum only with momentum > 0...)."""
@@ -91,7 +92,11 @@ class Optimizer:
         return bufs[i] if bufs is not None else self._unused[i]
 
     def _kernel(self, variants, p):
-        return self._ko.pick(variants, p.size, self.threads)
+        key = (id(variants), p.size)
+        fn = self._picked.get(key)
+        if fn is None:
+            fn = self._picked[key] = self._ko.pick(variants, p.size, self.threads)
+        return fn
 
     def _decay_into_grad(self, p, g, s) -> None:
         """g += weight_decay * p (L2 regularisation folded into the gradient)."""
