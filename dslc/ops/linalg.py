@@ -85,7 +85,16 @@ def _g_matmul(b, n, g):
             gsh.insert(len(gsh) - 1, 1)
         g = b.op("reshape", g, shape=tuple(gsh))
     ga = b.op("matmul", g, swap_last(b, c2))
-    gc = b.op("matmul", swap_last(b, a2), g)
+    if at.rank > 2 and ct.rank == 2:
+        # a dense layer on [..., M, K] inputs: the weight gradient is one GEMM over all rows,
+        # [K, rows] @ [rows, N], not a batch of [K, M] @ [M, N] products summed afterwards
+        k, nn = ash[-1], csh[-1]
+        rows = numel(ash[:-1])
+        a_rows = b.op("reshape", a, shape=(rows, k))
+        g_rows = b.op("reshape", g, shape=(rows, nn))
+        gc = b.op("matmul", swap_last(b, a_rows), g_rows)
+    else:
+        gc = b.op("matmul", swap_last(b, a2), g)
     if at.rank < 2:
         ga = b.op("reshape", b.op("sum_to", ga, shape=ash), shape=at.shape)
     if ct.rank < 2:
