@@ -37,12 +37,15 @@ def test_linear_regression_recovers_the_generating_weights():
     assert run.last["val_mse"] < 2 * data.meta["noise"] ** 2
 
 
-def test_mlp_digits_reaches_97_percent():
-    run = api.train(example("mlp_digits"), quiet=True)  # the full run of the train section
-    assert run.settings.epochs == 20
+@pytest.mark.parametrize("seed", [0, 1])
+def test_mlp_digits_reaches_97_percent(seed):
+    # the full run of the train section (seeds 0-9 measured 97.8-99.4%)
+    run = api.train(example("mlp_digits"), seed=seed, quiet=True)
+    assert run.settings.epochs == 40
     assert run.last["val_accuracy"] >= 0.97
-    val = api.evaluate(run.model, split="val")
-    assert val["accuracy"] == pytest.approx(run.last["val_accuracy"])
+    if seed == 0:  # evaluate's split follows the train section's seed
+        val = api.evaluate(run.model, split="val")
+        assert val["accuracy"] == pytest.approx(run.last["val_accuracy"])
 
 
 def test_cnn_digits_learns():
