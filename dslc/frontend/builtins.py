@@ -273,7 +273,13 @@ def _reduction(name):
         x = _tensor(lw, x, e, "x", name)
         if not isinstance(keepdims, bool):
             raise ArgumentError(f"`{name}`: keepdims must be true or false", e.span)
-        return lw.tensor_op(ctx, e.span, name, [x], axes=_axes(axis, e, name), keepdims=keepdims)
+        axes = _axes(axis, e, name)
+        if name != "sum":  # the others have no value over no elements
+            r = x.type.rank
+            over = range(r) if axes is None else [a % r for a in axes if -r <= a < r]
+            if any(Dim.const(0) + x.type.shape[a] == Dim.const(0) for a in over):
+                raise ShapeError(f"`{name}` over an axis of size 0 of {x.type}", ctx.where(e.span))
+        return lw.tensor_op(ctx, e.span, name, [x], axes=axes, keepdims=keepdims)
 
     builtin(name, ("x", R), ("axis", None), ("keepdims", False))(fn)
 
@@ -716,7 +722,7 @@ def prim_function(name: str) -> Builtin:
                     e.span,
                     hint=f"did you mean `{close[0]}`?" if close else None,
                 )
-        conv = {k: _attr_value(v) for k, v in attrs.items()}
+        conv = {k: _attr_kind(name, k, allowed[k], _attr_value(v), e) for k, v in attrs.items()}
         nid = lw.op(ctx, e.span, name, ts, **conv)
         t = lw.graph.data(nid)["type"]
         return ts[0].then(name, nid, t) if ts else Tensor(nid, t, ()).then(name, nid, t)
@@ -726,6 +732,20 @@ def prim_function(name: str) -> Builtin:
 
 def call_prim(lw, ctx, e, fn: Builtin, args, kwargs):
     return fn.fn(lw, ctx, e, list(args), **kwargs)
+
+
+def _attr_kind(prim: str, k: str, default, v, e: A.Call):
+    """An attribute whose default is a whole number or a flag takes only one of those."""
+    if isinstance(default, bool) and not isinstance(v, bool):
+        raise ArgumentError(f"`prim.{prim}`: `{k}` must be true or false, got {show(v)}", e.span)
+    if isinstance(default, int) and not isinstance(default, bool):
+        if isinstance(v, float) and v.is_integer():
+            v = int(v)
+        if isinstance(v, bool) or not isinstance(v, int | Dim):
+            raise ArgumentError(
+                f"`prim.{prim}`: `{k}` must be a whole number, got {show(v)}", e.span
+            )
+    return v
 
 
 def _attr_value(v):
