@@ -735,16 +735,24 @@ def call_prim(lw, ctx, e, fn: Builtin, args, kwargs):
 
 
 def _attr_kind(prim: str, k: str, default, v, e: A.Call):
-    """An attribute whose default is a whole number or a flag takes only one of those."""
+    """An attribute whose default is a flag takes a flag; one whose default is a whole number
+    takes whole numbers (or a list of them), never a flag or a fraction."""
     if isinstance(default, bool) and not isinstance(v, bool):
         raise ArgumentError(f"`prim.{prim}`: `{k}` must be true or false, got {show(v)}", e.span)
     if isinstance(default, int) and not isinstance(default, bool):
-        if isinstance(v, float) and v.is_integer():
-            v = int(v)
-        if isinstance(v, bool) or not isinstance(v, int | Dim):
-            raise ArgumentError(
-                f"`prim.{prim}`: `{k}` must be a whole number, got {show(v)}", e.span
-            )
+
+        def whole(x):
+            if isinstance(x, tuple):
+                return tuple(whole(y) for y in x)
+            if isinstance(x, float) and x.is_integer():
+                return int(x)
+            if isinstance(x, bool) or isinstance(x, float):
+                raise ArgumentError(
+                    f"`prim.{prim}`: `{k}` must be a whole number, got {show(v)}", e.span
+                )
+            return x
+
+        v = whole(v)
     return v
 
 
