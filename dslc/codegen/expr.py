@@ -323,12 +323,20 @@ def lower(
         cands = [j for j in range(len(domain) + 1)
                  if all(layout(s, domain, j) is not None for s in shapes)]  # fmt: skip
         flat = [j for j in cands if all(layout(s, domain, j) in ("full", "scalar") for s in shapes)]
-        if not cands:  # some operand broadcasts over outer axes: read it at an offset per row
+        strided = not cands
+        if strided:  # some operand broadcasts over outer axes: read it at an offset per row
             cands = [j for j in range(len(domain) + 1)
                      if all(layout(s, domain, j, True) is not None for s in shapes)]  # fmt: skip
         if not cands:
             raise Unsupported("an operand broadcasts over both leading and trailing axes")
-        k = 0 if 0 in flat else (flat[0] if flat else max(cands))
+        if 0 in flat:
+            k = 0
+        elif flat:
+            k = flat[0]
+        elif strided:  # offsets are worked out once per row: the longest rows (bias over NCHW)
+            k = min(cands)
+        else:
+            k = max(cands)
     lw = _Lower(pat, dtype_of)
     loads: list[Load] = []
     val: dict[int, int] = {}
