@@ -27,7 +27,7 @@ from dslc.runtime.checkpoint import Checkpoint
 from dslc.runtime.data import Dataset, load_dataset, validate
 from dslc.runtime.model import Model
 from dslc.runtime.rng import split_seed
-from dslc.runtime.train import Trainer, resolve_config, resume_checkpoint
+from dslc.runtime.train import Trainer, recorded, resolve_config, resume_checkpoint
 from dslc.runtime.train import evaluate as _evaluate
 
 __all__ = ["Model", "Run", "load", "train", "evaluate", "predict", "generate"]
@@ -68,9 +68,14 @@ def _model(model, *, training: bool, overrides=None, weights=None, seed=None) ->
 
 
 def _saved(model: Model, key: str, default=None):
-    """A value the model's checkpoint recorded (its settings, vocabulary, data)."""
+    """A value the model's checkpoint recorded (its settings, vocabulary, data); for a model
+    trained in this process and not saved, the settings of its last run."""
     ck = model.checkpoint
-    return default if ck is None else ck.meta.get(key, default)
+    if ck is None:
+        if key == "settings" and getattr(model, "run_settings", None) is not None:
+            return recorded(model.run_settings)
+        return default
+    return ck.meta.get(key, default)
 
 
 def dataset_for(
@@ -182,6 +187,7 @@ def train(
         extra_meta={"overrides": sets, "model_file": program.file},
     )
     history = trainer.fit(max_steps=max_steps)
+    model.run_settings = settings  # evaluate(split="val") holds out what this run held out
     return Run(model, settings, history, out)
 
 
