@@ -36,6 +36,7 @@ def check(model: str, sets: tuple[str, ...], grad: bool, dims: tuple[str, ...], 
     from dslc.ir.summary import format_count, param_totals
 
     program = load_program(model, parse_sets(sets))
+    program.infer_graph  # noqa: B018 - lower the inference graph too: it may fail on its own
     trainable, non = param_totals(program.train_graph)
     extra = f", {format_count(non)} non-trainable" if non != 0 else ""
     click.echo(f"OK: {model} ({program.name}, {format_count(trainable)} parameters{extra})")

@@ -80,6 +80,7 @@ def check_file(path: str, *, deep: bool = False, limit: float = 10.0) -> Outcome
         with time_limit(limit):
             try:
                 program = load_program(path)
+                graphs = (program.train_graph, program.infer_graph)  # both modes lower
             except ErrorList as el:
                 bad = _unlocated(el.errors)
                 if bad:
@@ -91,7 +92,7 @@ def check_file(path: str, *, deep: bool = False, limit: float = 10.0) -> Outcome
                 return Outcome("rejected", str(e))
             deep = deep and len(program.train_graph) <= DEEP_MAX_NODES
             if deep:
-                for g in (program.train_graph, program.infer_graph):
+                for g in graphs:
                     run_pipeline(g, check=True)
             return Outcome("compiled", deep=deep)
     except Hang as e:

@@ -112,3 +112,11 @@ def test_bad_options(model, dslc_cli):
     assert r.stderr.startswith("config error: --dim T: the model's inputs have no symbolic size")
     r = dslc_cli("check", model, "--grad", "--dim", "N=0")
     assert r.exit_code == 1 and "--dim expects NAME=SIZE with a positive size" in r.stderr
+
+
+def test_check_lowers_the_inference_graph_too(dslc_cli):
+    """A mistake only the inference graph reaches (a name set under `if training`)."""
+    path = os.path.join(ROOT, "tests", "frontend", "fuzz_corpus", "fails-only-in-inference.nn")
+    r = dslc_cli("check", path)
+    assert r.exit_code == 1
+    assert r.stderr.startswith(f"{path}:7:16: name error: unknown name `mu`")
