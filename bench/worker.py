@@ -22,9 +22,9 @@ import os
 import sys
 import time
 
+# DSLC_THREADS is left at its default (generated kernels on one thread, BLAS on `threads`)
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
-               "NUMBA_NUM_THREADS", "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS",
-               "DSLC_THREADS")  # fmt: skip
+               "NUMBA_NUM_THREADS", "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")  # fmt: skip
 TARGET_S = 0.2  # a sample lasts at least this long (steps are repeated to reach it)
 MAX_STEPS_PER_SAMPLE = 200
 

@@ -46,11 +46,17 @@ def resolve_kernels(kernels: str | None = None, xp=np) -> str:
     return k
 
 
-def resolve_threads(threads: int | None = None) -> int | None:
-    """Threads for parallel kernels: `threads`, else $DSLC_THREADS, else None (all)."""
+def resolve_threads(threads: int | None = None) -> int:
+    """Threads for generated kernels: `threads`, else $DSLC_THREADS, else 1.
+
+    One by default: the cores go to BLAS, which spends most of a step. Measured on the
+    2-core machine (gpt_char training step, BLAS on 2 threads): generated kernels on one
+    thread 429 ms; on two, 592-755 ms, because Numba's and OpenBLAS's worker threads spin
+    while they wait and take the cores from each other.
+    """
     t = threads if threads is not None else os.environ.get("DSLC_THREADS")
     if t is None or t == "":
-        return None
+        return 1
     try:
         n = int(t)
     except ValueError:

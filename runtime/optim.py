@@ -57,12 +57,10 @@ class Optimizer:
         self.kernels = resolve_kernels(kernels, xp)
         self.threads = 1
         if self.kernels == "numba":
-            import numba
             from dslc.runtime import kernels_optim
 
             self._ko = kernels_optim
-            t = resolve_threads()  # $DSLC_THREADS, else the executor's setting
-            self.threads = numba.get_num_threads() if t is None else t
+            self.threads = resolve_threads()  # $DSLC_THREADS, else 1 (see kernels_choice)
             self._unused = [kernels_optim.placeholder(p) for p, _ in self.groups]
             self._picked: dict = {}
 

@@ -58,7 +58,14 @@ def _openblas_local_setter():
 
 
 def pool() -> ThreadPoolExecutor | None:
-    """The worker pool (created on first use), or None where splitting cannot help."""
+    """The worker pool (created on first use), or None where splitting cannot help.
+
+    Off unless DSLC_BLAS_SPLIT=1: on a quiet 2-core machine, once the pool's threads had
+    called BLAS, a large GEMM on the main thread ran at one thread's speed (a [4096, 128] @
+    [128, 512] took 8.1 ms instead of 4.9), which cost more than the split of stacked
+    products gained (3.2 -> 2.6 ms). The split helps on a machine where another process holds
+    a core; small GEMMs still run on one BLAS thread either way (`matmul2d`).
+    """
     if "pool" not in _state:
         with _lock:
             if "pool" not in _state:
@@ -67,7 +74,7 @@ def pool() -> ThreadPoolExecutor | None:
                 _state["threads"] = n
                 _state["setter"] = setter
                 _state["pool"] = None
-                if setter is not None:
+                if setter is not None and os.environ.get("DSLC_BLAS_SPLIT", "") == "1":
                     _state["pool"] = ThreadPoolExecutor(
                         n, thread_name_prefix="dslc-blas", initializer=lambda: setter(1)
                     )
