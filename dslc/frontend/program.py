@@ -75,9 +75,7 @@ def check(
 ) -> Program:
     """Like load_program, but every failure is raised as an ErrorList."""
     try:
-        return load_program(
-            path, overrides, allow_imports_outside=allow_imports_outside, mode=mode
-        )
+        return load_program(path, overrides, allow_imports_outside=allow_imports_outside, mode=mode)
     except ErrorList:
         raise
     except DslcError as e:
@@ -125,7 +123,7 @@ def _load(path, overrides, allow, mode, errors: list[DslcError]) -> Program | No
         lw = Lowerer(training=which == "train")
         g = lw.lower_model(mdef, ns, hparams)
         if lw.errors:
-            if errs is None:  # pragma: no cover - the same program lowered in the other mode
+            if errs is None:  # lowered on first use: a mistake only this mode reaches
                 raise ErrorList(lw.errors)
             errs.extend(lw.errors)
             return None

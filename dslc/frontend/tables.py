@@ -23,9 +23,7 @@ from lark.lexer import TerminalDef
 
 from dslc.grammar import GRAMMAR_PATH
 
-OPTIONS = dict(
-    parser="lalr", lexer="contextual", propagate_positions=True, maybe_placeholders=True
-)
+OPTIONS = dict(parser="lalr", lexer="contextual", propagate_positions=True, maybe_placeholders=True)
 TABLES_PATH = Path(__file__).with_name("nn_tables.py")
 
 
