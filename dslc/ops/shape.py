@@ -74,7 +74,12 @@ def _perm(perm, rank):
 def _infer_transpose(ts, attrs):
     x = ts[0]
     perm = _perm(attrs["perm"], x.rank)
-    if len(perm) != x.rank or sorted(p % x.rank for p in perm) != list(range(x.rank)):
+    in_range = all(-x.rank <= p < x.rank for p in perm)  # negative axes count from the end
+    if (
+        len(perm) != x.rank
+        or not in_range
+        or sorted(p % x.rank for p in perm) != list(range(x.rank))
+    ):
         raise ShapeError(f"transpose: {perm} is not a permutation of the {x.rank} axes of {x}")
     return x.with_shape(tuple(x.shape[p] for p in perm))
 

@@ -213,3 +213,10 @@ def test_dropout_mask_shape(b):
 
     with pytest.raises(ValueError_, match=r"dropout: the drop probability must be in \[0, 1\)"):
         b.op("dropout_mask", x, p=1.0)
+
+
+def test_transpose_refuses_an_axis_past_the_rank(b):
+    x = inp(b, (N, T, 4))
+    assert shape(b, b.op("transpose", x, perm=(0, -1, 1))) == (N, 4, T)
+    with pytest.raises(ShapeError, match=r"not a permutation of the 3 axes"):
+        b.op("transpose", x, perm=(0, 1, 5))
