@@ -127,14 +127,21 @@ class Executor:
         self._bound: dict[tuple, BoundPlan] = {}
 
     # --- plans ----------------------------------------------------------------------------
-    def bound(self, feeds: Mapping[str, object]) -> BoundPlan:
-        """The bound plan for these feeds' shapes (scheduled and bound once per shapes)."""
+    def bound(self, feeds: Mapping[str, object], kernels: str | None = None) -> BoundPlan:
+        """The bound plan for these feeds' shapes (scheduled and bound once per shapes).
+
+        `kernels` overrides the executor's choice: checked runs use "numpy", where every
+        member of a fused group is its own step, so a NaN is traced to the primitive and the
+        `.nn` line that made it, not to a whole generated kernel.
+        """
+        kernels = kernels or self.kernels
         key = tuple(np.shape(feeds[n]) if n in feeds else None for n in self.input_names)
+        key += (kernels,)
         bp = self._bound.get(key)
         if bp is None:
             env = bind_env(self.graph, feeds, self.input_names)
             plan = schedule(self.graph, env, self.float_dtype, self.outputs,
-                            kernels=self.kernels, threads=self.threads)  # fmt: skip
+                            kernels=kernels, threads=self.threads)  # fmt: skip
             if len(self._bound) >= MAX_PLANS:  # generation sees many lengths: keep the latest
                 del self._bound[next(iter(self._bound))]
             bp = self._bound[key] = BoundPlan(plan, self.store, self.xp)
@@ -155,7 +162,7 @@ class Executor:
         the next run). `check` looks at every value for NaN/Inf and raises AnomalyError
         naming the first node that made one.
         """
-        bp = self.bound(feeds)
+        bp = self.bound(feeds, "numpy" if check else None)
         xp = self.xp
         for name, buf in bp.feeds:
             src = feeds[name] if xp is np else xp.asarray(feeds[name])
