@@ -110,15 +110,29 @@ def _lstm_bwd(xp, xw, u, ut, h0, c0, y, g, res):
     _lstm_gates(xp, gates, *_lstm_gate_scales(xp, h, xw.dtype))
     i, f, gg, o = (gates[..., k * h : (k + 1) * h] for k in range(4))
     tc = xp.tanh(cs)
-    dc_from_h = o * (1.0 - tc * tc)
+    dc_from_h = xp.multiply(tc, tc)
+    xp.subtract(1.0, dc_from_h, out=dc_from_h)
+    dc_from_h *= o
     # d(pre-activation) = dc * [g, c_prev, i] and dh * tanh(c), each times the activation's
-    # derivative (sigmoid' = s(1-s), tanh' = 1-t^2): the factors, for all steps at once
-    fac = gates * (1.0 - gates)
-    fac[..., 2 * h : 3 * h] = 1.0 - gg * gg
-    fac[..., :h] *= gg
-    fac[..., h : 2 * h] *= cprev
-    fac[..., 2 * h : 3 * h] *= i
-    fac[..., 3 * h :] *= tc
+    # derivative (sigmoid' = s(1-s), tanh' = 1-t^2): the factors, for all steps at once,
+    # written over the gates (the loop below still needs f, kept aside, and nothing else)
+    f = f.copy()
+    i_act = i.copy()
+    tmp = xp.subtract(1.0, o)
+    o *= tmp  # o(1-o)
+    o *= tc
+    xp.subtract(1.0, i, out=tmp)
+    i *= tmp  # i(1-i)
+    i *= gg
+    xp.subtract(1.0, f, out=tmp)
+    fac_f = gates[..., h : 2 * h]
+    fac_f *= tmp  # f(1-f)
+    fac_f *= cprev
+    gg *= gg
+    xp.subtract(1.0, gg, out=gg)  # 1 - g^2
+    gg *= i_act
+    del tmp, i_act
+    fac = gates
     fac3 = fac[..., : 3 * h].reshape(bsz, steps, 3, h)
     dh = xp.zeros((bsz, h), xw.dtype)
     dc = xp.zeros((bsz, h), xw.dtype)
