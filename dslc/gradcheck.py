@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from dslc.errors import ConfigError, DslcError
-from dslc.ir.dims import Dim
+from dslc.ir.dims import Dim, evaluate_value
 from dslc.ir.graph import Graph
 from dslc.ir.program import Program
 from dslc.ir.types import is_float, np_dtype
@@ -174,14 +174,6 @@ def _rewire_input(graph: Graph, block: str) -> list[str]:
 # --- a float64 interpreter -----------------------------------------------------------------------
 
 
-def _concrete(v, env):
-    if isinstance(v, Dim):
-        return v.evaluate(env)
-    if isinstance(v, tuple | list):
-        return type(v)(_concrete(x, env) for x in v)
-    return v
-
-
 def _shape(t, env) -> tuple[int, ...]:
     return tuple(int(d.evaluate(env)) if isinstance(d, Dim) else int(d) for d in t.shape)
 
@@ -214,7 +206,7 @@ class Interpreter:
                 v = np.asarray(node.attrs["value"], dtype=_run_dtype(node.dtype))
             else:
                 prim = get_primitive(node.op)
-                attrs = {k: _concrete(a, self.env) for k, a in node.attrs.items()}
+                attrs = {k: evaluate_value(a, self.env) for k, a in node.attrs.items()}
                 if prim.random:  # the same draw in every evaluation, whatever is skipped
                     attrs["rng"] = np.random.default_rng([self.seed, nid])
                 v = np.asarray(prim.numpy(np, *(vals[i] for i in node.inputs), **attrs))

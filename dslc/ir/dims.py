@@ -249,3 +249,12 @@ def format_shape(shape: Shape) -> str:
 
 def evaluate_shape(shape: Shape, env: Mapping[str, int]) -> tuple[int, ...]:
     return tuple(d.evaluate(env) for d in shape)
+
+
+def evaluate_value(v, env: Mapping[str, int]):
+    """An attribute value with its Dims evaluated, through tuples and lists."""
+    if isinstance(v, Dim):
+        return v.evaluate(env)
+    if isinstance(v, tuple | list):
+        return type(v)(evaluate_value(x, env) for x in v)
+    return v

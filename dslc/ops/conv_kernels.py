@@ -93,13 +93,7 @@ def _grad_input_general(xp, g, w, out, in_size, stride, padding, dilation, group
                 rows = slice(r, r + (ho - 1) * sh + 1, sh)
                 cols = slice(s, s + (wo - 1) * sw + 1, sw)
                 dst[..., rows, cols] += dcols[:, i, j]
-    if direct:
-        return dx
-    res = dx[:, :, ph : ph + h, pw : pw + wd]
-    if out is None:
-        return xp.ascontiguousarray(res) if ph or pw else res
-    xp.copyto(out, res)
-    return out
+    return dx if direct else _unpad(xp, dx, ph, pw, h, wd, out)
 
 
 def _grad_weight_general(xp, x, g, out, kernel, stride, padding, dilation, groups):
@@ -281,13 +275,7 @@ def conv2d_grad_input(
             fl.col2im(buf[:m], dflat[n0 : n0 + m])
 
     _slabs(xp, n, slab)
-    if direct:
-        return dx
-    res = dx[:, :, ph : ph + h, pw : pw + wd]
-    if out is None:
-        return xp.ascontiguousarray(res) if ph or pw else res
-    xp.copyto(out, res)
-    return out
+    return dx if direct else _unpad(xp, dx, ph, pw, h, wd, out)
 
 
 # --- pooling ----------------------------------------------------------------------------------
@@ -409,5 +397,14 @@ def avg_pool2d_grad(xp, g, out=None, in_size=(0, 0), kernel=(2, 2), stride=(2, 2
     res = dx[:, :, ph : ph + h, pw : pw + wd]
     if out is None:
         return xp.ascontiguousarray(res)
+    xp.copyto(out, res)
+    return out
+
+
+def _unpad(xp, dx, ph, pw, h, wd, out):
+    """The gradient of the unpadded input from that of the padded one, into `out` if given."""
+    res = dx[:, :, ph : ph + h, pw : pw + wd]
+    if out is None:
+        return xp.ascontiguousarray(res) if ph or pw else res
     xp.copyto(out, res)
     return out

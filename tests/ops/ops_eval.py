@@ -7,19 +7,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from dslc.ir.dims import Dim
+from dslc.ir.dims import evaluate_value
 from dslc.ir.graph import Graph
 from dslc.ir.types import np_dtype
 from dslc.ops import get_primitive
-
-
-def concrete(v, env):
-    """Attribute values with Dims evaluated, through tuples and lists."""
-    if isinstance(v, Dim):
-        return v.evaluate(env)
-    if isinstance(v, (tuple, list)):
-        return type(v)(concrete(x, env) for x in v)
-    return v
 
 
 def evaluate(graph: Graph, feeds: dict, env: dict | None = None, seed: int = 0) -> dict:
@@ -35,7 +26,7 @@ def evaluate(graph: Graph, feeds: dict, env: dict | None = None, seed: int = 0) 
             vals[nid] = np.asarray(node.attrs["value"], dtype=np_dtype(node.dtype))
         else:
             prim = get_primitive(node.op)
-            attrs = {k: concrete(v, env) for k, v in node.attrs.items()}
+            attrs = {k: evaluate_value(v, env) for k, v in node.attrs.items()}
             if prim.random:
                 attrs["rng"] = rng
             vals[nid] = np.asarray(prim.numpy(np, *(vals[i] for i in node.inputs), **attrs))

@@ -55,15 +55,7 @@ def _batch(name: str, rng) -> dict:
     raise KeyError(name)
 
 
-NAMES = [
-    "linear_regression",
-    "mlp_digits",
-    "cnn_digits",
-    "lstm_sentiment",
-    "lstm_textgen",
-    "gpt_char",
-    "bert_classifier",
-]
+NAMES = sorted(p.stem for p in EXAMPLES.glob("*.nn"))
 
 
 def test_every_example_is_checked():

@@ -16,7 +16,7 @@ import math
 import numpy as np
 import torch
 
-from dslc.ir.dims import Dim, evaluate_shape
+from dslc.ir.dims import evaluate_shape, evaluate_value
 from dslc.ir.graph import Graph
 from dslc.ir.types import TensorType
 
@@ -30,15 +30,6 @@ TORCH_DTYPES = {
     "i64": torch.int64,
     "bool": torch.bool,
 }
-
-
-def concrete(v, env):
-    """An attribute with Dims evaluated, through tuples and lists."""
-    if isinstance(v, Dim):
-        return v.evaluate(env)
-    if isinstance(v, (tuple, list)):
-        return type(v)(concrete(x, env) for x in v)
-    return v
 
 
 def _axes(axes, rank):
@@ -247,7 +238,7 @@ def torch_forward(graph: Graph, feeds: dict, params: dict, env: dict) -> dict:
         elif node.op == "const":
             vals[nid] = torch.as_tensor(np.asarray(node.attrs["value"])).to(dtype)
         elif node.op in OPS:
-            attrs = {k: concrete(v, env) for k, v in node.attrs.items()}
+            attrs = {k: evaluate_value(v, env) for k, v in node.attrs.items()}
             y = OPS[node.op](*(vals[i] for i in node.inputs), **attrs)
             if y.is_floating_point() or node.type.dtype != "bool":
                 y = y.to(dtype)
