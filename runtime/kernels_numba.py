@@ -10,6 +10,7 @@ for large domains when more than one thread is allowed. Importing this module ne
 from __future__ import annotations
 
 import hashlib
+import importlib
 import importlib.util
 import os
 import sys
@@ -24,7 +25,7 @@ from dslc.codegen.expr import KernelIR
 from dslc.codegen.numba_emit import emit
 from dslc.errors import InternalError
 
-MATH_MODULE = "dslc.runtime.kernels_numba_math"
+MATH_MODULE = "dslc.ops.numba_math"
 PARALLEL_MIN = 1 << 16  # elements of the domain from which the parallel loop pays
 _MODULES: dict[str, object] = {}
 
@@ -38,7 +39,7 @@ def cache_dir() -> Path:
 
 def _lib_tag() -> str:
     """A hash of the math module's source, so kernels are rebuilt when it changes."""
-    path = Path(__file__).with_name("kernels_numba_math.py")
+    path = Path(importlib.util.find_spec(MATH_MODULE).origin)
     return hashlib.sha256(path.read_bytes()).hexdigest()[:12]
 
 
@@ -178,3 +179,9 @@ def kernel_for(ir: KernelIR) -> GeneratedKernel:
     if k is None:
         k = _KERNELS[ir] = GeneratedKernel(ir)
     return k
+
+
+def compiled_kernel(path: str):
+    """The kernel function named by a primitive's `numba` field ("module:function")."""
+    mod, _, name = path.partition(":")
+    return getattr(importlib.import_module(mod), name)

@@ -277,7 +277,12 @@ def schedule(
                 raise InternalError(f"no kernel for `{n.op}` (node %{n.key})", n.span)
             attrs = {k: concrete(v, env, float_dtype, k) for k, v in n.attrs.items()}
             view = n.op in VIEW_OPS
-            steps.append(Step(n.key, n.op, prim.numpy, n.inputs, attrs, prim.random, view))
+            fn = prim.numpy
+            if kernels == "numba" and prim.numba:
+                from dslc.runtime.kernels_numba import compiled_kernel
+
+                fn = compiled_kernel(prim.numba)
+            steps.append(Step(n.key, n.op, fn, n.inputs, attrs, prim.random, view))
             values[n.key] = Value("view", shape, dtype, n.inputs[0]) if view else None
 
     grad_copies = []

@@ -45,7 +45,8 @@ def _openblas_local_setter():
             paths = {line.split()[-1] for line in fh if "openblas" in line.lower()}
     except OSError:
         return None
-    for path in sorted(paths):
+    libs = os.path.join(os.path.dirname(os.path.dirname(np.__file__)), "numpy.libs")
+    for path in sorted(paths, key=lambda p: (not p.startswith(libs), p)):  # NumPy's first
         if not os.path.exists(path):
             continue
         try:
@@ -57,28 +58,92 @@ def _openblas_local_setter():
     return None
 
 
-def pool() -> ThreadPoolExecutor | None:
-    """The worker pool (created on first use), or None where splitting cannot help.
-
-    Off unless DSLC_BLAS_SPLIT=1: on a quiet 2-core machine, once the pool's threads had
-    called BLAS, a large GEMM on the main thread ran at one thread's speed (a [4096, 128] @
-    [128, 512] took 8.1 ms instead of 4.9), which cost more than the split of stacked
-    products gained (3.2 -> 2.6 ms). The split helps on a machine where another process holds
-    a core; small GEMMs still run on one BLAS thread either way (`matmul2d`).
-    """
-    if "pool" not in _state:
+def _setup() -> None:
+    if "threads" not in _state:
         with _lock:
-            if "pool" not in _state:
+            if "threads" not in _state:
                 n = _threads()
-                setter = _openblas_local_setter() if n > 1 else None
+                _state["setter"] = _openblas_local_setter() if n > 1 else None
                 _state["threads"] = n
-                _state["setter"] = setter
-                _state["pool"] = None
-                if setter is not None and os.environ.get("DSLC_BLAS_SPLIT", "") == "1":
-                    _state["pool"] = ThreadPoolExecutor(
-                        n, thread_name_prefix="dslc-blas", initializer=lambda: setter(1)
-                    )
-    return _state["pool"]  # type: ignore[return-value]
+
+
+def _make_pool(name: str, workers: int) -> ThreadPoolExecutor | None:
+    if name not in _state:
+        with _lock:
+            if name not in _state:
+                _state[name] = ThreadPoolExecutor(workers, thread_name_prefix=f"dslc-{name}")
+    return _state[name]  # type: ignore[return-value]
+
+
+def pool() -> ThreadPoolExecutor | None:
+    """The worker pool of stacked GEMMs (created on first use), or None.
+
+    Off unless DSLC_BLAS_SPLIT=1: on a quiet 2-core machine one multi-threaded GEMM per
+    product is as fast, and a split only pays where another process holds a core. Small
+    GEMMs run on one BLAS thread either way (`matmul2d`).
+    """
+    _setup()
+    if _state["setter"] is None or os.environ.get("DSLC_BLAS_SPLIT", "") != "1":
+        return None
+    return _make_pool("blas", _state["threads"])
+
+
+def row_pool() -> ThreadPoolExecutor | None:
+    """Workers for kernels that run a whole loop of small GEMMs over a slab of rows (the
+    recurrent scans), or None with one thread. On by default, unlike `pool()`: a scan
+    hands each worker one call, not one per GEMM; the calling thread takes a slab too."""
+    _setup()
+    if _state["setter"] is None:
+        return None
+    return _make_pool("rows", _state["threads"] - 1)
+
+
+def _run_slabs(ex, n: int, k: int, fn, caller_takes_one: bool) -> None:
+    """fn(lo, hi) over k slabs of range(n), every BLAS call on one thread.
+
+    `openblas_set_num_threads_local` is not thread-local in every OpenBLAS build: a worker
+    that sets 1 and never sets it back left the main thread's large GEMMs on one thread
+    (measured: 2.7 -> 5.4 ms for a [3200, 128] @ [128, 512]). So the caller sets 1 for the
+    whole call and restores its value after every slab has finished, and each worker sets
+    and restores around its slab; whichever meaning the setting has, the caller's value is
+    back when this returns.
+    """
+    setter = _state["setter"]
+    bounds = [n * i // k for i in range(k + 1)]
+    slabs = list(zip(bounds[:-1], bounds[1:]))
+
+    def task(lo, hi):
+        prev = setter(1)
+        try:
+            fn(lo, hi)
+        finally:
+            setter(prev)
+
+    prev = setter(1)
+    try:
+        mine = slabs[0] if caller_takes_one else None
+        futures = [ex.submit(task, lo, hi) for lo, hi in (slabs[1:] if mine else slabs)]
+        try:
+            if mine:
+                fn(*mine)
+        finally:
+            for f in futures:
+                f.result()
+    finally:
+        setter(prev)
+
+
+def in_row_slabs(n: int, fn) -> None:
+    """fn(lo, hi) over a split of range(n), one slab per thread, every GEMM single-threaded.
+
+    `fn` must release the GIL (a Numba `nogil` kernel) for the slabs to run at once.
+    """
+    ex = row_pool() if n > 1 else None
+    if ex is None:
+        with single_threaded():
+            fn(0, n)
+        return
+    _run_slabs(ex, n, min(n, _state["threads"]), fn, caller_takes_one=True)
 
 
 def stacked_matmul(a, b, out=None):
@@ -94,13 +159,11 @@ def stacked_matmul(a, b, out=None):
     b = np.broadcast_to(b, batch + b.shape[-2:])
     if out is None:
         out = np.empty(batch + (a.shape[-2], b.shape[-1]), np.result_type(a, b))
-    bounds = [batch[0] * i // n for i in range(n + 1)]
-    futures = [
-        ex.submit(np.matmul, a[lo:hi], b[lo:hi], out=out[lo:hi])
-        for lo, hi in zip(bounds[:-1], bounds[1:])
-    ]
-    for f in futures:
-        f.result()
+
+    def part(lo, hi):
+        np.matmul(a[lo:hi], b[lo:hi], out=out[lo:hi])
+
+    _run_slabs(ex, batch[0], n, part, caller_takes_one=False)
     return out
 
 
@@ -114,18 +177,14 @@ def in_slabs(n: int, fn) -> None:
     if ex is None:
         fn(0, n)
         return
-    k = min(n, _state["threads"])
-    bounds = [n * i // k for i in range(k + 1)]
-    futures = [ex.submit(fn, lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:])]
-    for f in futures:
-        f.result()
+    _run_slabs(ex, n, min(n, _state["threads"]), fn, caller_takes_one=False)
 
 
 @contextmanager
 def single_threaded():
     """BLAS calls of the calling thread use one thread inside the block."""
-    pool()
-    setter = _state.get("setter")
+    _setup()
+    setter = _state["setter"]
     if setter is None:
         yield
         return
@@ -138,8 +197,8 @@ def single_threaded():
 
 def matmul2d(a, b, out=None):
     """np.matmul of 2-D operands; small products on one BLAS thread (see the module doc)."""
-    pool()
-    setter = _state.get("setter")
+    _setup()
+    setter = _state["setter"]
     if setter is None or a.shape[0] * a.shape[1] * b.shape[-1] >= SMALL_GEMM:
         return np.matmul(a, b, out=out)
     prev = setter(1)

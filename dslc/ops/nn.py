@@ -434,6 +434,7 @@ primitive(
     infer=_infer_lstm,
     grad=_g_lstm,
     numpy=lambda xp, xw, u, h0, c0, out=None: sk.lstm_scan(xp, xw, u, h0, c0, out=out),
+    numba="dslc.ops.scan_numba:lstm_scan",
     flops=_scan_flops(),
     doc="(xw[B, T, 4H], u[H, 4H], h0, c0) -> [B, T, 2, H]: h and c of every step; gates i, f, g, o",
 )
@@ -457,6 +458,7 @@ primitive(
     numpy=lambda xp, xw, u, h0, c0, y, g, out=None: sk.lstm_scan_grad(
         xp, xw, u, h0, c0, y, g, out=out
     ),
+    numba="dslc.ops.scan_numba:lstm_scan_grad",
     flops=_scan_flops(2),
     doc="BPTT of lstm_scan: (xw, u, h0, c0, y, g) -> [B, T+1, 4H]: d xw for each "
     "step, then [dh0, dc0, 0, 0]",

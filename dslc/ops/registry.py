@@ -21,6 +21,9 @@ A primitive is a record (JAX's `exp_p` with its rules next to it):
            `out` is given the kernel writes its result there (and returns it). Kernels of
            primitives with `random=True` also receive `rng=` (an xp random Generator).
   flops    (in_types, out_type, attrs) -> Dim: floating-point operations, symbolic
+  numba    optional "module:function" of a compiled CPU kernel with the `numpy` kernel's
+           signature, run instead of it when generated kernels are on (`kernels="numba"`);
+           imported only then, so the core never needs numba (the recurrent scans)
   expr     for elementwise/broadcast ops: a template of the scalar expression with
            `{0}`, `{1}`... for operands and `{attr_name}` for attributes, in a C-like
            syntax that prints as Python (Numba) and CUDA C alike, e.g. "max({0}, 0)";
@@ -73,6 +76,7 @@ class Primitive:
     attrs: dict[str, Any] = field(default_factory=dict)
     flops: Callable = elementwise_flops
     expr: str | None = None
+    numba: str | None = None
     random: bool = False
     doc: str = ""
 

@@ -14,7 +14,8 @@ from dslc.codegen.numba_emit import emit
 numba = pytest.importorskip("numba")
 
 from dslc.runtime.executor import Executor  # noqa: E402
-from dslc.runtime.kernels_numba_math import erf32, exp32, tanh32  # noqa: E402
+
+from dslc.ops.numba_math import erf32, exp32, tanh32  # noqa: E402
 
 
 def run(g, feeds, kernels, threads=1):

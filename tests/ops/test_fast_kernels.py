@@ -120,3 +120,43 @@ def test_tiled_max_pool_gradient_routes_ties_to_the_first(shape, k):
                     r, s = np.unravel_index(np.argmax(win), win.shape)
                     want[n, c, i * k[0] + r, j * k[1] + s] += g[n, c, i, j]
     assert np.array_equal(got, want)
+
+
+def test_row_slabs_leave_the_callers_blas_threads_as_they_were():
+    """Slabs set BLAS to one thread while they run; the caller's count is back afterwards
+    (a worker that set it and never set it back once left every later GEMM on one thread)."""
+    blas_pool._setup()
+    setter = blas_pool._state["setter"]
+    if setter is None:
+        pytest.skip("no OpenBLAS with a per-thread setting, or one thread")
+    before = setter(2)
+    seen = np.zeros(9, dtype=int)
+
+    def fn(lo, hi):
+        seen[lo:hi] += 1
+        np.dot(np.ones((4, 4)), np.ones((4, 4)))
+
+    try:
+        blas_pool.in_row_slabs(9, fn)
+        assert setter(2) == 2
+    finally:
+        setter(before)
+    assert (seen == 1).all()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("bsz,steps,h", [(5, 7, 3), (32, 20, 16)])
+def test_lstm_scan_compiled_matches_numpy(dtype, bsz, steps, h):
+    """The Numba LSTM scan (rows split over threads) against the NumPy scan, both ways."""
+    pytest.importorskip("numba")
+    from dslc.ops import scan_kernels as sk
+    from dslc.ops import scan_numba as sn
+
+    xw, u = arr(bsz, steps, 4 * h, dtype=dtype), arr(h, 4 * h, dtype=dtype) * 0.3
+    h0, c0 = arr(bsz, h, dtype=dtype), arr(bsz, h, dtype=dtype)
+    g = arr(bsz, steps, 2, h, dtype=dtype)
+    tol = 2e-5 if dtype == np.float32 else 1e-12
+    y = sn.lstm_scan(np, xw, u, h0, c0)
+    np.testing.assert_allclose(y, sk.lstm_scan(np, xw, u, h0, c0), rtol=tol, atol=tol)
+    got = sn.lstm_scan_grad(np, xw, u, h0, c0, y, g)
+    np.testing.assert_allclose(got, sk.lstm_scan_grad(np, xw, u, h0, c0, y, g), rtol=tol, atol=tol)

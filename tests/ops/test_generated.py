@@ -194,3 +194,27 @@ def test_docs_primitives_md_is_generated_from_the_registry():
 
     path = Path(__file__).parents[2] / "docs" / "primitives.md"
     assert path.read_text() == render(), "run: python -m dslc.ops.doc > docs/primitives.md"
+
+
+def _compiled_cases():
+    for name, case in ALL:
+        if get_primitive(name).numba:
+            yield pytest.param(name, case, id=f"{name}-{case}")
+
+
+@pytest.mark.parametrize(("name", "case"), list(_compiled_cases()))
+@pytest.mark.parametrize("float_dtype", ["f32", "f64"])
+def test_compiled_kernel_matches_the_numpy_kernel(name, case, float_dtype):
+    """A primitive's `numba` kernel gives the NumPy kernel's numbers and writes into `out`."""
+    pytest.importorskip("numba")
+    from dslc.runtime.kernels_numba import compiled_kernel
+
+    graph, b, ins, out, feeds = build(name, case, float_dtype)
+    want = np.asarray(kernel_call(name, graph, out, feeds))
+    node = graph.node(out)
+    args = [feeds[graph.node(i).attrs["name"]] for i in node.inputs]
+    fn = compiled_kernel(get_primitive(name).numba)
+    buf = np.full(want.shape, 123, dtype=want.dtype)
+    assert fn(np, *args, out=buf, **node.attrs) is buf
+    tol = 1e-5 if float_dtype == "f32" else 1e-12
+    np.testing.assert_allclose(buf, want, rtol=tol, atol=tol)

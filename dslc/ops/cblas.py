@@ -1,0 +1,102 @@
+"""GEMM callable from Numba kernels: NumPy's own OpenBLAS `cblas_?gemm`, found at run time.
+
+A recurrent scan is a loop of small GEMMs with a little elementwise work between them. Run
+from Python, each step pays a dozen call overheads; run inside one Numba kernel, the loop
+needs a GEMM it can call without the interpreter. Numba's `np.dot` calls SciPy's BLAS (an
+extra dependency, and 30% slower on these shapes than NumPy's, measured); this module binds
+the `cblas_sgemm`/`cblas_dgemm` of the OpenBLAS that NumPy itself loaded, through ctypes,
+which Numba calls directly.
+
+`gemm(a, b, c, beta, trans_b)` computes c = a @ op(b) + beta * c for 2-D arrays whose rows
+have a unit stride (any row stride: a time step's rows inside [B, T, ...] are fine).
+
+`available()` says whether a usable library was found. Without one (a NumPy linked to
+another BLAS), callers keep their NumPy kernels. Importing this module needs numba.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+
+import llvmlite.binding as llvm
+import numpy as np
+from numba import njit, types
+
+_ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
+# NumPy's wheels ship OpenBLAS with 64-bit integers (ILP64) and a symbol prefix and suffix;
+# only ILP64 builds are bound, so one signature serves (and Numba can cache the kernels)
+_SYMBOLS = ("scipy_cblas_{p}gemm64_", "cblas_{p}gemm64_")
+
+
+def _numpy_blas_paths() -> list[str]:
+    """Paths of the OpenBLAS libraries mapped into this process, NumPy's first."""
+    np.dot(np.ones((2, 2), np.float32), np.ones((2, 2), np.float32))  # NumPy's BLAS is loaded
+    try:
+        with open("/proc/self/maps") as fh:
+            paths = {line.split()[-1] for line in fh if "openblas" in line.lower()}
+    except OSError:
+        return []
+    libs = os.path.join(os.path.dirname(os.path.dirname(np.__file__)), "numpy.libs")
+    return sorted((p for p in paths if os.path.exists(p)), key=lambda p: not p.startswith(libs))
+
+
+def _address(prefix: str) -> int | None:
+    for path in _numpy_blas_paths():
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for name in _SYMBOLS:
+            fn = getattr(lib, name.format(p=prefix), None)
+            if fn is not None:
+                return ctypes.cast(fn, ctypes.c_void_p).value
+    return None
+
+
+def _external(prefix: str, real):
+    """The GEMM as a Numba external function named `dslc_cblas_?gemm`, or None.
+
+    The symbol is registered with LLVM by name in every process before any kernel that calls
+    it is compiled or loaded from Numba's cache; pointers travel as intp (the same
+    registers as a pointer on every 64-bit ABI)."""
+    addr = _address(prefix)
+    if addr is None:
+        return None
+    name = f"dslc_cblas_{prefix}gemm"
+    llvm.add_symbol(name, addr)
+    i32, i64, p = types.int32, types.int64, types.intp
+    return types.ExternalFunction(
+        name, types.void(i32, i32, i32, i64, i64, i64, real, p, i64, p, i64, real, p, i64)
+    )
+
+
+_sgemm = _external("s", types.float32)
+_dgemm = _external("d", types.float64)
+
+
+def available() -> bool:
+    """Whether both GEMMs were found."""
+    return _sgemm is not None and _dgemm is not None
+
+
+if available():
+    _s, _d = _sgemm, _dgemm
+
+    @njit(nogil=True, cache=True)
+    def gemm(a, b, c, beta, trans_b):
+        """c = a @ (b.T if trans_b else b) + beta * c; rows of each with a unit stride."""
+        m, k = a.shape
+        n = c.shape[1]
+        tb = _TRANS if trans_b else _NO_TRANS
+        isz = a.itemsize
+        lda, ldb, ldc = a.strides[0] // isz, b.strides[0] // isz, c.strides[0] // isz
+        if isz == 4:
+            _s(_ROW_MAJOR, _NO_TRANS, tb, m, n, k, np.float32(1.0), a.ctypes.data, lda,
+               b.ctypes.data, ldb, np.float32(beta), c.ctypes.data, ldc)  # fmt: skip
+        else:
+            _d(_ROW_MAJOR, _NO_TRANS, tb, m, n, k, 1.0, a.ctypes.data, lda,
+               b.ctypes.data, ldb, np.float64(beta), c.ctypes.data, ldc)  # fmt: skip
+
+else:
+    gemm = None
