@@ -387,7 +387,7 @@ def _infer_lstm(ts, attrs):
     bsz, steps, h = _scan_dims(xw, u, 4, "lstm_scan")
     _expect(h0, (bsz, h), "lstm_scan", "the initial state h0")
     _expect(c0, (bsz, h), "lstm_scan", "the initial cell c0")
-    return xw.with_shape((bsz, steps, 2, h))
+    return xw.with_shape((bsz, steps, 6 if attrs.get("gates") else 2, h))
 
 
 def _scan_flops(factor=1):
@@ -433,17 +433,26 @@ primitive(
     arity=4,
     infer=_infer_lstm,
     grad=_g_lstm,
-    numpy=lambda xp, xw, u, h0, c0, out=None: sk.lstm_scan(xp, xw, u, h0, c0, out=out),
+    numpy=lambda xp, xw, u, h0, c0, out=None, gates=False: sk.lstm_scan(
+        xp, xw, u, h0, c0, out=out, gates=gates
+    ),
     numba="dslc.ops.scan_numba:lstm_scan",
+    attrs={"gates": False},
     flops=_scan_flops(),
-    doc="(xw[B, T, 4H], u[H, 4H], h0, c0) -> [B, T, 2, H]: h and c of every step; gates i, f, g, o",
+    doc="(xw[B, T, 4H], u[H, 4H], h0, c0) -> [B, T, 2, H]: h and c of every step; gates i, f, "
+    "g, o. With gates=true, [B, T, 6, H]: h, c and the activated gates, which lstm_scan_grad "
+    "then reads instead of computing them again (the `scan_gates` pass sets it)",
 )
 
 
 def _infer_lstm_grad(ts, attrs):
     xw, u, h0, c0, y, g = ts
-    out = _infer_lstm(ts[:4], attrs)
-    _expect(y, out.shape, "lstm_scan_grad", "the states")
+    out = _infer_lstm(ts[:4], {})
+    if y.rank == 4 and y.shape[2] == 6:
+        b, t, _, h = out.shape
+        _expect(y, (b, t, 6, h), "lstm_scan_grad", "the states and gates")
+    else:
+        _expect(y, out.shape, "lstm_scan_grad", "the states")
     _expect(g, out.shape, "lstm_scan_grad", "the gradient")
     bsz, steps, h4 = xw.shape
     return xw.with_shape((bsz, steps + 1, h4))
@@ -461,7 +470,7 @@ primitive(
     numba="dslc.ops.scan_numba:lstm_scan_grad",
     flops=_scan_flops(2),
     doc="BPTT of lstm_scan: (xw, u, h0, c0, y, g) -> [B, T+1, 4H]: d xw for each "
-    "step, then [dh0, dc0, 0, 0]",
+    "step, then [dh0, dc0, 0, 0]; y is lstm_scan's value, with or without the gates",
 )
 
 

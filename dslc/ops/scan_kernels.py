@@ -53,9 +53,10 @@ def _rows(xp, n, fn):
         fn(0, n)
 
 
-def lstm_scan(xp, xw, u, h0, c0, out=None):
+def lstm_scan(xp, xw, u, h0, c0, out=None, gates=False):
+    """[B, T, 2, H] of h and c; with `gates`, [B, T, 6, H]: h, c, then i, f, g, o activated."""
     bsz, steps, h4 = xw.shape
-    y = out if out is not None else xp.empty((bsz, steps, 2, h4 // 4), xw.dtype)
+    y = out if out is not None else xp.empty((bsz, steps, 6 if gates else 2, h4 // 4), xw.dtype)
     _rows(xp, bsz, lambda lo, hi: _lstm_fwd(xp, xw[lo:hi], u, h0[lo:hi], c0[lo:hi], y[lo:hi]))
     return y
 
@@ -72,6 +73,8 @@ def _lstm_fwd(xp, xw, u, h0, c0, y):
         xp.matmul(hp, u, out=z)
         z += xw[:, t]
         _lstm_gates(xp, z, a, b)
+        if y.shape[2] == 6:
+            y[:, t, 2:] = z.reshape(bsz, 4, h)
         i, f, g, o = z[:, :h], z[:, h : 2 * h], z[:, 2 * h : 3 * h], z[:, 3 * h :]
         hp, cp = y[:, t, 0], y[:, t, 1]
         xp.multiply(f, c0 if t == 0 else y[:, t - 1, 1], out=cp)
@@ -103,11 +106,14 @@ def _lstm_bwd(xp, xw, u, ut, h0, c0, y, g, res):
     bsz, steps, h4 = xw.shape
     h = h4 // 4
     hs, cs = y[:, :, 0], y[:, :, 1]
-    hprev, cprev = _previous(xp, h0, hs), _previous(xp, c0, cs)
-    # the gates of every step at once, from the stored states
-    gates = xp.matmul(hprev.reshape(-1, h), u).reshape(bsz, steps, h4)
-    gates += xw
-    _lstm_gates(xp, gates, *_lstm_gate_scales(xp, h, xw.dtype))
+    cprev = _previous(xp, c0, cs)
+    if y.shape[2] == 6:  # the forward pass kept the activated gates: a copy to write over
+        gates = y[:, :, 2:].reshape(bsz, steps, h4).copy()
+    else:  # the gates of every step at once, from the stored states
+        hprev = _previous(xp, h0, hs)
+        gates = xp.matmul(hprev.reshape(-1, h), u).reshape(bsz, steps, h4)
+        gates += xw
+        _lstm_gates(xp, gates, *_lstm_gate_scales(xp, h, xw.dtype))
     i, f, gg, o = (gates[..., k * h : (k + 1) * h] for k in range(4))
     tc = xp.tanh(cs)
     dc_from_h = xp.multiply(tc, tc)

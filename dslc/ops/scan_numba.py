@@ -68,6 +68,7 @@ def _activate(row, h, half):
 def _lstm_fwd(xw, u, h0, c0, y, half):
     bsz, steps, h4 = xw.shape
     h = h4 // 4
+    keep = y.shape[2] == 6  # also store the activated gates, for the backward pass
     z = np.empty((bsz, h4), xw.dtype)
     for t in range(steps):
         if t == 0:
@@ -81,6 +82,12 @@ def _lstm_fwd(xw, u, h0, c0, y, half):
                 zr[k] += xr[k]
             _activate(zr, h, half)
             ig, fg, gg, og = zr[:h], zr[h : 2 * h], zr[2 * h : 3 * h], zr[3 * h :]
+            if keep:
+                for k in range(4):
+                    dst = y[b, t, 2 + k]
+                    src = zr[k * h : (k + 1) * h]
+                    for j in range(h):
+                        dst[j] = src[j]
             cp = c0[b] if t == 0 else y[b, t - 1, 1]
             hr = y[b, t, 0]
             cr = y[b, t, 1]
@@ -94,19 +101,25 @@ def _lstm_fwd(xw, u, h0, c0, y, half):
 def _lstm_bwd(xw, u, h0, c0, y, g, res, half, one):
     bsz, steps, h4 = xw.shape
     h = h4 // 4
-    # the gate pre-activations of every step, from the stored states: xw + h_prev @ u
-    pre = xw.copy()
-    cblas.gemm(h0, u, pre[:, 0], 1.0, False)
-    if steps > 1:
-        for b in range(bsz):
-            cblas.gemm(y[b, : steps - 1, 0], u, pre[b, 1:], 1.0, False)
+    stored = y.shape[2] == 6  # the forward pass kept the activated gates
+    if stored:
+        pre = np.empty((0, 0, h4), xw.dtype)
+    else:  # the gate pre-activations of every step, from the stored states: xw + h_prev @ u
+        pre = xw.copy()
+        cblas.gemm(h0, u, pre[:, 0], 1.0, False)
+        if steps > 1:
+            for b in range(bsz):
+                cblas.gemm(y[b, : steps - 1, 0], u, pre[b, 1:], 1.0, False)
     dh = np.zeros((bsz, h), xw.dtype)
     dc = np.zeros((bsz, h), xw.dtype)
     for t in range(steps - 1, -1, -1):
         for b in range(bsz):
-            pr = pre[b, t]
-            _activate(pr, h, half)
-            ig, fg, gg, og = pr[:h], pr[h : 2 * h], pr[2 * h : 3 * h], pr[3 * h :]
+            if stored:
+                ig, fg, gg, og = y[b, t, 2], y[b, t, 3], y[b, t, 4], y[b, t, 5]
+            else:
+                pr = pre[b, t]
+                _activate(pr, h, half)
+                ig, fg, gg, og = pr[:h], pr[h : 2 * h], pr[2 * h : 3 * h], pr[3 * h :]
             cp = c0[b] if t == 0 else y[b, t - 1, 1]
             cr = y[b, t, 1]
             gh = g[b, t, 0]
@@ -144,11 +157,11 @@ def _usable(*arrays) -> bool:
     )
 
 
-def lstm_scan(xp, xw, u, h0, c0, out=None):
+def lstm_scan(xp, xw, u, h0, c0, out=None, gates=False):
     bsz, steps, h4 = xw.shape
-    y = out if out is not None else np.empty((bsz, steps, 2, h4 // 4), xw.dtype)
+    y = out if out is not None else np.empty((bsz, steps, 6 if gates else 2, h4 // 4), xw.dtype)
     if not _usable(xw, u, h0, c0, y):
-        return sk.lstm_scan(xp, xw, u, h0, c0, out=y)
+        return sk.lstm_scan(xp, xw, u, h0, c0, out=y, gates=gates)
     half = xw.dtype.type(0.5)
     in_row_slabs(bsz, lambda lo, hi: _lstm_fwd(xw[lo:hi], u, h0[lo:hi], c0[lo:hi], y[lo:hi], half))
     return y

@@ -13,6 +13,7 @@ from dslc.passes.cse import cse
 from dslc.passes.dce import dce
 from dslc.passes.fuse import fuse
 from dslc.passes.memory import STORED, estimate_peak, plan_memory
+from dslc.passes.scan_gates import scan_gates
 from dslc.passes.simplify import simplify
 from dslc.passes.verify import verify
 
@@ -22,6 +23,7 @@ PIPELINE = [
     ("constfold", constfold),
     ("cse", cse),
     ("dce", dce),
+    ("scan_gates", scan_gates),  # a recurrent backward reads the forward's gates
     ("fuse", fuse),
 ]
 PASS_NAMES = [name for name, _ in PIPELINE]
@@ -89,6 +91,7 @@ __all__ = [
     "constfold",
     "cse",
     "dce",
+    "scan_gates",
     "fuse",
     "plan_memory",
     "estimate_peak",

@@ -67,16 +67,18 @@ def _take_along(x, indices, axis=-1):
     return torch.gather(x, axis, indices.unsqueeze(axis)).squeeze(axis)
 
 
-def _lstm_scan(xw, u, h0, c0):
-    """Gates i, f, g, o as torch.nn.LSTM; [B, T, 2, H] of (h, c) per step."""
+def _lstm_scan(xw, u, h0, c0, gates=False):
+    """Gates i, f, g, o as torch.nn.LSTM; [B, T, 2, H] of (h, c) per step, and with `gates`
+    [B, T, 6, H] of (h, c, i, f, g, o activated)."""
     h, c = h0, c0
     states = []
     for t in range(xw.shape[1]):
         z = xw[:, t] + h @ u
         i, f, g, o = z.chunk(4, dim=-1)
-        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-        h = torch.sigmoid(o) * torch.tanh(c)
-        states.append(torch.stack([h, c], dim=1))
+        i, f, g, o = torch.sigmoid(i), torch.sigmoid(f), torch.tanh(g), torch.sigmoid(o)
+        c = f * c + i * g
+        h = o * torch.tanh(c)
+        states.append(torch.stack([h, c, i, f, g, o] if gates else [h, c], dim=1))
     return torch.stack(states, dim=1)
 
 
