@@ -1,10 +1,12 @@
 """Where a dslc step spends its time: each plan step timed, summed by op and by layer.
 
     python bench/step_profile.py WORKLOAD [--mode train|infer] [--steps 5] [--threads 2] [--top 25]
+                                 [--shapes]
 
 It binds the workload's plan as the executor does and runs the same kernel calls with a
 timer around each one (the executor's own loop is not changed); the optimizer update is
-timed as one item. Per-op totals show what is left to make fast.
+timed as one item. Per-op totals show what is left to make fast; `--shapes` splits them
+by operand shapes (`*` marks an operand that is not contiguous).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--top", type=int, default=25)
+    ap.add_argument("--shapes", action="store_true", help="one row per op and operand shapes")
     args = ap.parse_args(argv)
     from bench.worker import set_threads
 
@@ -67,8 +70,13 @@ def main(argv=None) -> int:
                     np.copyto(out, r)
                 dt = time.perf_counter() - t0
                 label = node.op
-                if node.op == "fused":
-                    label = "fused"
+                if args.shapes:
+                    dims = [
+                        "x".join(map(str, x.shape)) + ("" if x.flags.c_contiguous else "*")
+                        for x in a
+                        if isinstance(x, np.ndarray)
+                    ]
+                    label = f"{node.op} {' '.join(dims)}"[:60]
                 by_op[label] += dt
                 calls[label] += 1
                 by_scope[(node.scope or "-").split(".")[0]] += dt
@@ -81,9 +89,10 @@ def main(argv=None) -> int:
             total += time.perf_counter() - t_step
     n = args.steps
     print(f"{w.name} {args.mode}: {total / n * 1e3:.2f} ms per step, {len(bp.steps)} kernel calls")
-    print(f"{'op':32} {'ms/step':>9} {'share':>6} {'calls':>6}")
+    w_op = 60 if args.shapes else 32
+    print(f"{'op':{w_op}} {'ms/step':>9} {'share':>6} {'calls':>6}")
     for op, t in sorted(by_op.items(), key=lambda kv: -kv[1])[: args.top]:
-        print(f"{op:32} {t / n * 1e3:9.3f} {t / total:6.1%} {calls[op] // n:6d}")
+        print(f"{op:{w_op}} {t / n * 1e3:9.3f} {t / total:6.1%} {calls[op] // n:6d}")
     print(f"\n{'layer':32} {'ms/step':>9} {'share':>6}")
     for sc, t in sorted(by_scope.items(), key=lambda kv: -kv[1])[:12]:
         print(f"{sc:32} {t / n * 1e3:9.3f} {t / total:6.1%}")

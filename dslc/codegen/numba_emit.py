@@ -3,8 +3,13 @@
 Both take `(out, a0, a1, ..., R, C)`: the result and the loads as flat contiguous arrays, and
 the outer and inner sizes of the domain. float32 exp, tanh and erf come from a math module
 of in-kernel approximations (scalar libm calls would stop the loops from vectorising);
-float64 uses `math`. Sums accumulate in float64. Reduction loops may reassociate (that is
-what lets them vectorise); nothing assumes finite values, so NaN and Inf propagate.
+float64 uses `math`. Sums accumulate in float64, except a float32 row sum over a row of at
+most ROW_F32_MAX elements, which accumulates in float32 (it vectorises, and with reassociation
+adds in several lanes; a float64 accumulator halved the speed of a softmax, measured). A row
+max or min notes NaN in a flag of its own instead of in the comparison (2x faster: the loop
+vectorises). Reduction loops may reassociate (that is what lets them vectorise); nothing
+assumes finite values, so NaN and Inf propagate. Serial loops carry the offsets of strided
+operands from one outer index to the next instead of dividing for each.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ LIBM = {"exp": "math.exp", "tanh": "math.tanh", "erf": "math.erf", "log": "math.
         "log1p": "math.log1p", "sqrt": "math.sqrt", "sin": "math.sin", "cos": "math.cos",
         "abs": "abs", "sign": "np.sign", "max": "fmax", "min": "fmin"}  # fmt: skip
 BLOCK = 16384  # elements per parallel chunk of a flat map
+ROW_F32_MAX = 4096  # longest row whose float32 sum accumulates in float32
 
 
 def emit(ir: KernelIR, math_module: str, lib_tag: str = "") -> str:
@@ -127,8 +133,26 @@ class _Emitter:
                     f"    for n in range(b * {BLOCK}, min(N, (b + 1) * {BLOCK})):"]  # fmt: skip
             return pre + head + _indent(inner, 2)
         body = ["for c in range(C):"] + _indent(["n = base + c"] + inner)
+        if rng == "range":
+            before, after = self.odometer()
+            return pre + before + ["for o in range(R):"] + _indent(["base = o * C"] + body + after)
         offs = self.offsets()
         return pre + [f"for o in {rng}(R):"] + _indent(["base = o * C"] + offs + body)
+
+    def odometer(self) -> tuple[list[str], list[str]]:
+        """(before the row loop, end of each row): the strided loads' offsets carried from
+        one outer index to the next, as a serial loop visits them; a division per outer
+        axis and row cost 3.5 ms of a 12 ms softmax over [32, 4, 128, 128], measured."""
+        if not self.strided:
+            return [], []
+        k = self.ir.split
+        pre = [f"idx = np.zeros({k}, np.int64)"] + [f"q{j} = 0" for j in self.strided]
+        step = [f"ax = {k - 1}", "while ax >= 0:"]
+        body = ["idx[ax] += 1"] + [f"q{j} += OS[{j}, ax]" for j in self.strided]
+        body += ["if idx[ax] < OD[ax]:", "    break"]
+        body += [f"q{j} -= OS[{j}, ax] * OD[ax]" for j in self.strided]
+        body += ["idx[ax] = 0", "ax -= 1"]
+        return pre, step + _indent(body)
 
     def offsets(self) -> list[str]:
         """Per outer index: the offset of each strided load (OS: its outer strides)."""
@@ -142,25 +166,46 @@ class _Emitter:
     def row_body(self, rng: str) -> list[str]:
         """Per outer index: one loop per depth of reductions, then the result."""
         ir = self.ir
-        self.outer_lines, self.outer_done = ["base = o * C"] + self.offsets(), {}
+        before, after = self.odometer() if rng == "range" else ([], [])
+        offs = [] if rng == "range" else self.offsets()
+        self.outer_lines, self.outer_done = ["base = o * C"] + offs, {}
         groups = _by_depth(ir)
         kept: dict[int, str] = {}  # a value the last loop stores in `out` for the final loop
         for gi, group in enumerate(groups):
             inner: list[str] = ["n = base + c"]
             done: dict[int, str] = {}
             inits, post = [], []
+            blocked = [r for r in group if _blocked_sum(ir.nodes[r])]
             for r in group:
                 node = ir.nodes[r]
                 x = self.expr(node.args[0], inner, done, "inner")
                 inits.append(f"s{r} = {_init(node)}")
-                inner.append(_combine(node, f"s{r}", x))
+                if r in blocked:
+                    inner.append(f"t{r} += {x}")
+                elif node.value in ("max", "min"):  # NaN noted apart: the loop vectorises
+                    cmp = ">" if node.value == "max" else "<"
+                    inits.append(f"m{r} = False")
+                    inner += [f"s{r} = {x} if {x} {cmp} s{r} else s{r}", f"m{r} |= {x} != {x}"]
+                    post.append(f"s{r} = np.nan if m{r} else s{r}")
+                else:
+                    inner.append(_combine(node, f"s{r}", x))
                 post.append(f"v{r} = {_result(node, f's{r}', 'C')}")
             if gi == len(groups) - 1 and ir.out_level == "full":
                 keep = self.worth_keeping(done)
                 if keep is not None:
                     inner.append(f"out[n] = v{keep}")
                     kept[keep] = f"v{keep}"
-            self.outer_lines += inits + ["for c in range(C):"] + _indent(inner) + post
+            loop = ["for c in range(C):"] + _indent(inner)
+            if blocked:  # a float32 accumulator for short rows (it vectorises), else float64
+                f32 = [f"t{r} = np.float32(0.0)" for r in blocked] + loop
+                f32 += [f"s{r} = t{r}" for r in blocked]
+                wide = ["for c in range(C):"] + _indent(inner)
+                for r in blocked:  # a name of its own: Numba gives a name one type
+                    wide = [line.replace(f"t{r} += ", f"u{r} += ") for line in wide]
+                f64 = [f"u{r} = 0.0" for r in blocked] + wide
+                f64 += [f"s{r} = u{r}" for r in blocked]
+                loop = [f"if C <= {ROW_F32_MAX}:"] + _indent(f32) + ["else:"] + _indent(f64)
+            self.outer_lines += inits + loop + post
             for r in group:
                 self.outer_done[r] = f"v{r}"
         if ir.out_level == "full":
@@ -171,7 +216,7 @@ class _Emitter:
         else:
             v = self.expr(ir.out, self.outer_lines, self.outer_done, "outer")
             self.outer_lines.append(f"out[o] = {v}")
-        return [f"for o in {rng}(R):"] + _indent(self.outer_lines)
+        return before + [f"for o in {rng}(R):"] + _indent(self.outer_lines + after)
 
     def worth_keeping(self, done: dict[int, str]) -> int | None:
         """The costliest per-element value of a loop that the result needs again, if any
@@ -258,6 +303,11 @@ def _ancestors(ir: KernelIR, i: int) -> set[int]:
 def _cost(ir: KernelIR, i: int) -> int:
     return sum(1 for j in _ancestors(ir, i) if ir.nodes[j].op in EXPENSIVE and
                ir.nodes[j].level == "full")  # fmt: skip
+
+
+def _blocked_sum(n: Node) -> bool:
+    """A float32 row sum: accumulated in float32 when the row is at most ROW_F32_MAX long."""
+    return n.value in ("sum", "mean") and n.dtype == "f32"
 
 
 def _init(n: Node) -> str:

@@ -138,3 +138,14 @@ def test_tanh32_and_erf32_absolute_error():
     special = np.array([-np.inf, np.inf, np.nan], np.float32)
     assert np.array_equal(_eval(1, special), np.tanh(special), equal_nan=True)
     assert np.array_equal(_eval(2, special), np.array([-1, 1, np.nan], np.float32), equal_nan=True)
+
+
+@pytest.mark.parametrize("t", [4096, 4097])
+def test_row_sums_short_and_long_rows_agree_with_numpy(t):
+    """Rows up to ROW_F32_MAX sum in float32, longer ones in float64: both as NumPy does."""
+    g = fused(GRAPHS["log_softmax_rows"])
+    feeds = feeds_for(g, n=3, t=t)
+    ref, _ = run(g, feeds, "numpy")
+    got, _ = run(g, feeds, "numba")
+    for k in ref:
+        np.testing.assert_allclose(got[k], ref[k], rtol=1e-5, atol=1e-5, err_msg=k)
