@@ -29,6 +29,10 @@ from bench.worker import THREAD_VARS  # noqa: E402
 from bench.workloads import WORKLOADS  # noqa: E402
 
 OTHER_MAX = 0.25  # cores used by other processes during a sample beyond which it is retaken
+# Pause before each sample of the alternation (the other framework's worker ran the last
+# one): its BLAS and OpenMP threads keep spinning for a while after their last call
+# (OpenBLAS: 2^28 cycles by default, 0.1-0.15 s), taking a core from the sample that follows.
+SETTLE_S = 0.2
 BUDGET_S = 13 * 60  # the whole run stops retaking samples past this (it must end in 15)
 
 
@@ -84,6 +88,8 @@ def measure(name, mode, threads, repeat, max_reruns, deadline, tiny=False, with_
         forced = {f: 0 for f in frameworks}  # contended samples kept once reruns ran out
         for _ in range(repeat):
             for f in frameworks:  # alternate: dslc, torch, dslc, torch, ...
+                if len(frameworks) > 1 and not tiny:
+                    time.sleep(SETTLE_S)  # the other worker's idle BLAS threads stop spinning
                 while True:
                     s = workers[f].ask("sample")
                     busy = s["other"] is not None and s["other"] / s["wall"] > OTHER_MAX

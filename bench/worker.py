@@ -160,6 +160,8 @@ def main(argv: list[str]) -> int:
     set_threads(threads)
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     sys.path.insert(0, root)
+    if framework == "dslc":
+        import dslc  # noqa: F401 - first: its OpenBLAS settings apply when NumPy loads it
     import numpy as np
 
     from bench.workloads import WORKLOADS, batches, tiny
