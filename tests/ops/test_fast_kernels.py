@@ -160,3 +160,29 @@ def test_lstm_scan_compiled_matches_numpy(dtype, bsz, steps, h):
     np.testing.assert_allclose(y, sk.lstm_scan(np, xw, u, h0, c0), rtol=tol, atol=tol)
     got = sn.lstm_scan_grad(np, xw, u, h0, c0, y, g)
     np.testing.assert_allclose(got, sk.lstm_scan_grad(np, xw, u, h0, c0, y, g), rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(
+    "shape,k,s,p",
+    [((3, 2, 8, 8), (2, 2), (2, 2), (0, 0)), ((2, 3, 9, 7), (3, 3), (2, 2), (1, 1)),
+     ((2, 2, 7, 9), (2, 3), (1, 2), (0, 1)), ((2, 1, 5, 5), (2, 2), (2, 2), (0, 0))],
+)  # fmt: skip
+def test_max_pool_compiled_matches_numpy(dtype, shape, k, s, p):
+    """The Numba max pool and its gradient give the NumPy kernels' numbers, ties and NaN too."""
+    pytest.importorskip("numba")
+    from dslc.ops import pool_numba as pn
+
+    x = np.round(arr(*shape, dtype=dtype), 1)  # rounded: ties inside windows
+    x.reshape(-1)[5] = np.nan
+    attrs = dict(kernel=k, stride=s, padding=p)
+    want = ck.max_pool2d(np, x, kernel=k, stride=s, padding=p)
+    got = pn.max_pool2d(np, x, **attrs)
+    np.testing.assert_array_equal(got, want)
+    g = arr(*want.shape, dtype=dtype)
+    g.reshape(-1)[1] = np.inf
+    with np.errstate(invalid="ignore"):
+        want_dx = ck.max_pool2d_grad(np, x, want, g, kernel=k, stride=s, padding=p)
+        got_dx = pn.max_pool2d_grad(np, x, want, g, **attrs)
+    # overlapping windows add into an element in another order: equal to rounding
+    np.testing.assert_allclose(got_dx, want_dx, rtol=1e-6, atol=1e-6)
