@@ -33,6 +33,7 @@ def main(argv=None) -> int:
     from bench.worker import set_threads
 
     set_threads(args.threads)
+    import dslc  # noqa: F401 - before NumPy, as a dslc program: its OpenBLAS settings apply
     import numpy as np
     from dslc.runtime.optim import make_optimizer
 
