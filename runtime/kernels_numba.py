@@ -27,6 +27,7 @@ from dslc.errors import InternalError
 
 MATH_MODULE = "dslc.ops.numba_math"
 PARALLEL_MIN = 1 << 16  # elements of the domain from which the parallel loop pays
+SLAB_MIN = 1 << 18  # elements from which a kernel's rows are split over the BLAS threads
 _MODULES: dict[str, object] = {}
 
 
@@ -104,8 +105,11 @@ class GeneratedKernel:
             else:
                 args.append(v.reshape(-1))
         fn = self.module.serial
+        slabs = False
         if threads > 1 and R * C >= PARALLEL_MIN:
             fn = Tuned((self.module.serial, self.module.parallel))
+        elif self.ir.pattern in ("map", "row") and R * C >= SLAB_MIN and row_threads() > 1:
+            slabs = True
         k = self.ir.split
         od = np.array(outer, dtype=np.int64).reshape(k)
         os_ = np.zeros((len(shapes), k), dtype=np.int64)
@@ -113,7 +117,9 @@ class GeneratedKernel:
             s = (1,) * (len(self.ir.domain) - len(shape)) + tuple(shape)
             for ax in range(k):
                 os_[j, ax] = 0 if s[ax] == 1 else int(np.prod(s[ax + 1 :], dtype=np.int64))
-        args += [np.int64(R), np.int64(C), od, os_]
+        args += [np.int64(R), np.int64(C), od, os_, np.int64(0)]
+        if slabs:
+            fn = _in_slabs(fn, R, C, self.ir.split == 0)
         if not copies:
             return fn, tuple(args)
 
@@ -123,6 +129,28 @@ class GeneratedKernel:
             fn(*a)
 
         return run, tuple(args)
+
+
+def row_threads() -> int:
+    """Threads that slabs of rows run on: BLAS's (they take turns with the GEMMs)."""
+    from dslc.ops.blas_pool import row_pool, threads
+
+    return threads() if row_pool() is not None else 1
+
+
+def _in_slabs(fn, R: int, C: int, flat: bool):
+    """fn over slabs of rows, one per thread (`blas_pool.in_row_slabs`): the rows of a map
+    or a row reduction are independent, and each slab computes the numbers one call would.
+    A flat map is split by elements (rows of one element)."""
+    from dslc.ops.blas_pool import in_row_slabs
+
+    n, c = (R * C, np.int64(1)) if flat else (R, np.int64(C))
+
+    def run(*args):
+        head, od, os_ = args[:-5], args[-3], args[-2]
+        in_row_slabs(n, lambda lo, hi: fn(*head, np.int64(hi), c, od, os_, np.int64(lo)))
+
+    return run
 
 
 class Tuned:

@@ -31,6 +31,9 @@ ROW_F32_MAX = 4096  # longest row whose float32 sum accumulates in float32
 
 
 def emit(ir: KernelIR, math_module: str, lib_tag: str = "") -> str:
+    # The functions compute the rows O0 <= o < R of the domain (for a flat map, the elements
+    # O0 * C <= n < R * C), so that slabs of rows can run on several threads; the parallel
+    # variant is called with O0 = 0 only.
     """The module source; `math_module` provides exp32, tanh32, erf32, fmax, fmin."""
     e = _Emitter(ir)
     head = [
@@ -56,7 +59,7 @@ class _Emitter:
             if n.op == "const":
                 self.consts[i] = _const(n)
         self.args = ", ".join(
-            ["out"] + [f"a{j}" for j in range(len(ir.loads))] + ["R", "C", "OD", "OS"]
+            ["out"] + [f"a{j}" for j in range(len(ir.loads))] + ["R", "C", "OD", "OS", "O0"]
         )
         self.strided = [j for j, ld in enumerate(ir.loads) if ld.layout in ("sfull", "souter")]
         reduce_kinds = {n.value for n in ir.nodes if n.op == "reduce"}
@@ -127,7 +130,7 @@ class _Emitter:
         inner.append(f"out[n] = {v}")
         pre = self.outer_lines  # constants only: a map has no per-row values
         if self.ir.split == 0 and rng == "range":  # a plain loop: LLVM vectorises it best
-            return pre + ["for n in range(R * C):"] + _indent(inner)
+            return pre + ["for n in range(O0 * C, R * C):"] + _indent(inner)
         if self.ir.split == 0:
             head = ["N = R * C", f"for b in {rng}((N + {BLOCK - 1}) // {BLOCK}):",
                     f"    for n in range(b * {BLOCK}, min(N, (b + 1) * {BLOCK})):"]  # fmt: skip
@@ -135,9 +138,11 @@ class _Emitter:
         body = ["for c in range(C):"] + _indent(["n = base + c"] + inner)
         if rng == "range":
             before, after = self.odometer()
-            return pre + before + ["for o in range(R):"] + _indent(["base = o * C"] + body + after)
+            return (
+                pre + before + ["for o in range(O0, R):"] + _indent(["base = o * C"] + body + after)
+            )
         offs = self.offsets()
-        return pre + [f"for o in {rng}(R):"] + _indent(["base = o * C"] + offs + body)
+        return pre + [f"for o in {rng}(O0, R):"] + _indent(["base = o * C"] + offs + body)
 
     def odometer(self) -> tuple[list[str], list[str]]:
         """(before the row loop, end of each row): the strided loads' offsets carried from
@@ -146,7 +151,16 @@ class _Emitter:
         if not self.strided:
             return [], []
         k = self.ir.split
-        pre = [f"idx = np.zeros({k}, np.int64)"] + [f"q{j} = 0" for j in self.strided]
+        pre = [f"idx = np.zeros({k}, np.int64)", "rem = O0 + 0"]
+        pre += [
+            f"for ax in range({k - 1}, -1, -1):",
+            "    idx[ax] = rem % OD[ax]",
+            "    rem //= OD[ax]",
+        ]
+        pre += [f"q{j} = 0" for j in self.strided]
+        pre += [f"for ax in range({k}):"] + [
+            f"    q{j} += idx[ax] * OS[{j}, ax]" for j in self.strided
+        ]
         step = [f"ax = {k - 1}", "while ax >= 0:"]
         body = ["idx[ax] += 1"] + [f"q{j} += OS[{j}, ax]" for j in self.strided]
         body += ["if idx[ax] < OD[ax]:", "    break"]
@@ -216,7 +230,7 @@ class _Emitter:
         else:
             v = self.expr(ir.out, self.outer_lines, self.outer_done, "outer")
             self.outer_lines.append(f"out[o] = {v}")
-        return before + [f"for o in {rng}(R):"] + _indent(self.outer_lines + after)
+        return before + [f"for o in {rng}(O0, R):"] + _indent(self.outer_lines + after)
 
     def worth_keeping(self, done: dict[int, str]) -> int | None:
         """The costliest per-element value of a loop that the result needs again, if any

@@ -67,6 +67,12 @@ def _setup() -> None:
                 _state["threads"] = n
 
 
+def threads() -> int:
+    """The BLAS thread count dslc works with (OPENBLAS_NUM_THREADS, else the CPUs)."""
+    _setup()
+    return _state["threads"]  # type: ignore[return-value]
+
+
 def _make_pool(name: str, workers: int) -> ThreadPoolExecutor | None:
     if name not in _state:
         with _lock:

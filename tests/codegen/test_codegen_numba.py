@@ -149,3 +149,20 @@ def test_row_sums_short_and_long_rows_agree_with_numpy(t):
     got, _ = run(g, feeds, "numba")
     for k in ref:
         np.testing.assert_allclose(got[k], ref[k], rtol=1e-5, atol=1e-5, err_msg=k)
+
+
+@pytest.mark.parametrize("name", sorted(GRAPHS))
+def test_row_slabs_on_several_threads_give_the_same_numbers(name, monkeypatch):
+    """Maps and row reductions split into slabs of rows (threshold lowered to reach it) give
+    exactly the numbers of one call: each slab starts its strided offsets at its first row."""
+    from dslc.runtime import kernels_numba
+
+    if kernels_numba.row_threads() < 2:
+        pytest.skip("one BLAS thread: kernels are not split")
+    g = fused(GRAPHS[name])
+    feeds = feeds_for(g, n=7, t=5)
+    whole, _ = run(g, feeds, "numba")
+    monkeypatch.setattr(kernels_numba, "SLAB_MIN", 1)
+    split, _ = run(g, feeds, "numba")
+    for k in whole:
+        np.testing.assert_array_equal(split[k], whole[k], err_msg=k)
