@@ -119,7 +119,7 @@ class GeneratedKernel:
                 os_[j, ax] = 0 if s[ax] == 1 else int(np.prod(s[ax + 1 :], dtype=np.int64))
         args += [np.int64(R), np.int64(C), od, os_, np.int64(0)]
         if slabs:
-            fn = _in_slabs(fn, R, C, self.ir.split == 0)
+            fn = _in_slabs(fn, R, C, self.ir)
         if not copies:
             return fn, tuple(args)
 
@@ -138,17 +138,35 @@ def row_threads() -> int:
     return threads() if row_pool() is not None else 1
 
 
-def _in_slabs(fn, R: int, C: int, flat: bool):
+def _in_slabs(fn, R: int, C: int, ir: KernelIR):
     """fn over slabs of rows, one per thread (`blas_pool.in_row_slabs`): the rows of a map
-    or a row reduction are independent, and each slab computes the numbers one call would.
-    A flat map is split by elements (rows of one element)."""
+    or a row reduction are independent. A slab gets views of the operands that have rows
+    (the result, full and per-row loads) and the index of its first row, from which the
+    strided loads' offsets start; it computes the numbers one call would. A flat map is
+    split by elements (rows of one element)."""
     from dslc.ops.blas_pool import in_row_slabs
 
-    n, c = (R * C, np.int64(1)) if flat else (R, np.int64(C))
+    flat = ir.split == 0
+    n, c = (R * C, 1) if flat else (R, C)
+    rows_out = ir.pattern == "map" or ir.out_level == "full"
+    kinds = [ld.layout for ld in ir.loads]
+
+    def cut(a, kind, lo, hi):
+        if kind == "full":
+            return a[lo * c : hi * c]
+        if kind == "outer":
+            return a[lo:hi]
+        return a
 
     def run(*args):
-        head, od, os_ = args[:-5], args[-3], args[-2]
-        in_row_slabs(n, lambda lo, hi: fn(*head, np.int64(hi), c, od, os_, np.int64(lo)))
+        out, loads, od, os_ = args[0], args[1 : 1 + len(kinds)], args[-3], args[-2]
+
+        def slab(lo, hi):
+            o = out[lo * c : hi * c] if rows_out else out[lo:hi]
+            ins = [cut(a, k, lo, hi) for a, k in zip(loads, kinds)]
+            fn(o, *ins, np.int64(hi - lo), np.int64(c), od, os_, np.int64(lo))
+
+        in_row_slabs(n, slab)
 
     return run
 
