@@ -140,9 +140,7 @@ class _Emitter:
         body = ["for c in range(C):"] + _indent(["n = base + c"] + inner)
         if rng == "range":
             before, after = self.odometer()
-            return (
-                pre + before + ["for o in range(O0, R):"] + _indent(["base = o * C"] + body + after)
-            )
+            return pre + before + ["for o in range(R):"] + _indent(["base = o * C"] + body + after)
         offs = self.offsets()
         return pre + [f"for o in {rng}(R):"] + _indent(["base = o * C"] + offs + body)
 

@@ -95,6 +95,14 @@ def middle_axis(b):
     return {"s": b.op("sum", b.op("exp", x), axes=(1,))}
 
 
+def bias_nchw(b):
+    """A convolution's bias and ReLU: a [C, 1, 1] bias broadcast over [N, C, T, 3], a map
+    over rows of (N, C) with a strided per-row load."""
+    x = x_in(b, (N, 4, T, 3))
+    bias = x_in(b, (4, 1, 1), "bias")
+    return {"y": b.op("relu", b.op("add", x, bias))}
+
+
 def integer_compare(b):
     i = x_in(b, (N, 8), "i", "i64")
     j = x_in(b, (8,), "j", "i64")
@@ -111,6 +119,7 @@ GRAPHS = {
     "log_softmax_rows": log_softmax_rows,
     "middle_axis": middle_axis,
     "integer_compare": integer_compare,
+    "bias_nchw": bias_nchw,
 }
 
 
