@@ -506,6 +506,7 @@ primitive(
     infer=_infer_gru,
     grad=_g_gru,
     numpy=lambda xp, xw, u, bu, h0, out=None: sk.gru_scan(xp, xw, u, bu, h0, out=out),
+    numba="dslc.ops.scan_numba:gru_scan",
     flops=_scan_flops(),
     doc="(xw[B, T, 3H], u[H, 3H], bu[3H], h0) -> [B, T, H]; gates r, z, n as torch",
 )
@@ -529,6 +530,7 @@ primitive(
     numpy=lambda xp, xw, u, bu, h0, y, g, out=None: sk.gru_scan_grad(
         xp, xw, u, bu, h0, y, g, out=out
     ),
+    numba="dslc.ops.scan_numba:gru_scan_grad",
     flops=_scan_flops(2),
     doc="BPTT of gru_scan -> [B, T+1, 2, 3H]: per step d xw and d(h @ u + bu); "
     "dh0 in [:, T, 0, :H]",
@@ -560,6 +562,7 @@ primitive(
     infer=_infer_rnn,
     grad=_g_rnn,
     numpy=lambda xp, xw, u, h0, out=None: sk.rnn_scan(xp, xw, u, h0, out=out),
+    numba="dslc.ops.scan_numba:rnn_scan",
     flops=_scan_flops(),
     doc="(xw[B, T, H], u[H, H], h0) -> [B, T, H], tanh",
 )
@@ -580,6 +583,7 @@ primitive(
     infer=_infer_rnn_grad,
     grad=no_second_order,
     numpy=lambda xp, u, y, g, out=None: sk.rnn_scan_grad(xp, u, y, g, out=out),
+    numba="dslc.ops.scan_numba:rnn_scan_grad",
     flops=lambda ts, o, a: 2 * numel(o.shape) * o.shape[2],
     doc="BPTT of rnn_scan: (u, y, g) -> [B, T+1, H]: d xw per step, then dh0",
 )

@@ -1,4 +1,5 @@
-"""Compiled CPU kernels of the LSTM scan and its backward pass: the whole time loop in Numba.
+"""Compiled CPU kernels of the recurrent scans and their backward passes: whole time loops in
+Numba (LSTM, GRU, plain tanh RNN).
 
 The NumPy kernels (`scan_kernels`) make about a dozen calls per time step; for the
 benchmark's LSTM (B 32, T 100, H 128) those call overheads and the temporaries between them
@@ -151,6 +152,107 @@ def _lstm_bwd(xw, u, h0, c0, y, g, res, half, one):
             last[k] = 0
 
 
+@njit(**_OPTS)
+def _gru_fwd(xw, u, bu, h0, y, half):
+    bsz, steps, h3 = xw.shape
+    h = h3 // 3
+    hu = np.empty((bsz, h3), xw.dtype)
+    for t in range(steps):
+        hp_all = h0 if t == 0 else y[:, t - 1]
+        cblas.gemm(hp_all, u, hu, 0.0, False)
+        for b in range(bsz):
+            x = xw[b, t]
+            hr = hu[b]
+            hp = h0[b] if t == 0 else y[b, t - 1]
+            out = y[b, t]
+            xr, xz, xn = x[:h], x[h : 2 * h], x[2 * h :]
+            ur, uz, un = hr[:h], hr[h : 2 * h], hr[2 * h :]
+            br, bz, bn = bu[:h], bu[h : 2 * h], bu[2 * h :]
+            for j in range(h):
+                r = half * _tanh(half * (xr[j] + (ur[j] + br[j]))) + half
+                z = half * _tanh(half * (xz[j] + (uz[j] + bz[j]))) + half
+                n = _tanh(xn[j] + r * (un[j] + bn[j]))
+                out[j] = n + z * (hp[j] - n)
+
+
+@njit(**_OPTS)
+def _gru_bwd(xw, u, bu, h0, y, g, res, half, one):
+    bsz, steps, h3 = xw.shape
+    h = h3 // 3
+    hu = np.empty((bsz, steps, h3), xw.dtype)  # h_prev @ u of every step
+    cblas.gemm(h0, u, hu[:, 0], 0.0, False)
+    if steps > 1:
+        for b in range(bsz):
+            cblas.gemm(y[b, : steps - 1], u, hu[b, 1:], 0.0, False)
+    dh = np.zeros((bsz, h), xw.dtype)
+    for t in range(steps - 1, -1, -1):
+        for b in range(bsz):
+            x = xw[b, t]
+            hr = hu[b, t]
+            hp = h0[b] if t == 0 else y[b, t - 1]
+            gt = g[b, t]
+            dx = res[b, t, 0]
+            dhu = res[b, t, 1]
+            dhb = dh[b]
+            xr, xz, xn = x[:h], x[h : 2 * h], x[2 * h :]
+            ur, uz, un = hr[:h], hr[h : 2 * h], hr[2 * h :]
+            br, bz, bn = bu[:h], bu[h : 2 * h], bu[2 * h :]
+            dxr, dxz, dxn = dx[:h], dx[h : 2 * h], dx[2 * h :]
+            dur, duz, dun = dhu[:h], dhu[h : 2 * h], dhu[2 * h :]
+            for j in range(h):
+                un_b = un[j] + bn[j]
+                r = half * _tanh(half * (xr[j] + (ur[j] + br[j]))) + half
+                z = half * _tanh(half * (xz[j] + (uz[j] + bz[j]))) + half
+                n = _tanh(xn[j] + r * un_b)
+                dht = gt[j] + dhb[j]
+                dn = dht * ((one - z) * (one - n * n))
+                dxn[j] = dn
+                dxz[j] = dht * ((hp[j] - n) * z * (one - z))
+                dxr[j] = dn * (un_b * r * (one - r))
+                dur[j] = dxr[j]
+                duz[j] = dxz[j]
+                dun[j] = dn * r
+                dhb[j] = dht * z  # the GEMM below adds dhu @ u.T
+        cblas.gemm(res[:, t, 1], u, dh, 1.0, True)
+    for b in range(bsz):
+        last = res[b, steps]
+        for k in range(2):
+            for j in range(h3):
+                last[k, j] = 0
+        for j in range(h):
+            last[0, j] = dh[b, j]
+
+
+@njit(**_OPTS)
+def _rnn_fwd(xw, u, h0, y):
+    bsz, steps, h = xw.shape
+    for t in range(steps):
+        cblas.gemm(h0 if t == 0 else y[:, t - 1], u, y[:, t], 0.0, False)
+        for b in range(bsz):
+            x = xw[b, t]
+            out = y[b, t]
+            for j in range(h):
+                out[j] = _tanh(out[j] + x[j])
+
+
+@njit(**_OPTS)
+def _rnn_bwd(u, y, g, res, one):
+    bsz, steps, h = y.shape
+    dh = np.zeros((bsz, h), y.dtype)
+    for t in range(steps - 1, -1, -1):
+        for b in range(bsz):
+            yt = y[b, t]
+            gt = g[b, t]
+            d = res[b, t]
+            dhb = dh[b]
+            for j in range(h):
+                d[j] = (gt[j] + dhb[j]) * (one - yt[j] * yt[j])
+        cblas.gemm(res[:, t], u, dh, 0.0, True)
+    for b in range(bsz):
+        for j in range(h):
+            res[b, steps, j] = dh[b, j]
+
+
 def _usable(*arrays) -> bool:
     return cblas.available() and all(
         a.dtype in (np.float32, np.float64) and a.flags.c_contiguous for a in arrays
@@ -178,4 +280,46 @@ def lstm_scan_grad(xp, xw, u, h0, c0, y, g, out=None):
         _lstm_bwd(xw[lo:hi], u, h0[lo:hi], c0[lo:hi], y[lo:hi], g[lo:hi], res[lo:hi], half, one)
 
     in_row_slabs(bsz, rows)
+    return res
+
+
+def gru_scan(xp, xw, u, bu, h0, out=None):
+    bsz, steps, h3 = xw.shape
+    y = out if out is not None else np.empty((bsz, steps, h3 // 3), xw.dtype)
+    if not _usable(xw, u, bu, h0, y):
+        return sk.gru_scan(xp, xw, u, bu, h0, out=y)
+    half = xw.dtype.type(0.5)
+    in_row_slabs(bsz, lambda lo, hi: _gru_fwd(xw[lo:hi], u, bu, h0[lo:hi], y[lo:hi], half))
+    return y
+
+
+def gru_scan_grad(xp, xw, u, bu, h0, y, g, out=None):
+    bsz, steps, h3 = xw.shape
+    res = out if out is not None else np.empty((bsz, steps + 1, 2, h3), xw.dtype)
+    if not _usable(xw, u, bu, h0, y, g, res):
+        return sk.gru_scan_grad(xp, xw, u, bu, h0, y, g, out=res)
+    half, one = xw.dtype.type(0.5), xw.dtype.type(1.0)
+
+    def rows(lo, hi):
+        _gru_bwd(xw[lo:hi], u, bu, h0[lo:hi], y[lo:hi], g[lo:hi], res[lo:hi], half, one)
+
+    in_row_slabs(bsz, rows)
+    return res
+
+
+def rnn_scan(xp, xw, u, h0, out=None):
+    y = out if out is not None else np.empty(xw.shape, xw.dtype)
+    if not _usable(xw, u, h0, y):
+        return sk.rnn_scan(xp, xw, u, h0, out=y)
+    in_row_slabs(xw.shape[0], lambda lo, hi: _rnn_fwd(xw[lo:hi], u, h0[lo:hi], y[lo:hi]))
+    return y
+
+
+def rnn_scan_grad(xp, u, y, g, out=None):
+    bsz, steps, h = y.shape
+    res = out if out is not None else np.empty((bsz, steps + 1, h), y.dtype)
+    if not _usable(u, y, g, res):
+        return sk.rnn_scan_grad(xp, u, y, g, out=res)
+    one = y.dtype.type(1.0)
+    in_row_slabs(bsz, lambda lo, hi: _rnn_bwd(u, y[lo:hi], g[lo:hi], res[lo:hi], one))
     return res

@@ -186,3 +186,27 @@ def test_max_pool_compiled_matches_numpy(dtype, shape, k, s, p):
         got_dx = pn.max_pool2d_grad(np, x, want, g, **attrs)
     # overlapping windows add into an element in another order: equal to rounding
     np.testing.assert_allclose(got_dx, want_dx, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("bsz,steps,h", [(5, 7, 3), (32, 20, 16)])
+def test_gru_and_rnn_scans_compiled_match_numpy(dtype, bsz, steps, h):
+    pytest.importorskip("numba")
+    from dslc.ops import scan_kernels as sk
+    from dslc.ops import scan_numba as sn
+
+    tol = 2e-5 if dtype == np.float32 else 1e-12
+    close = dict(rtol=tol, atol=tol)
+    xw, u, bu = arr(bsz, steps, 3 * h, dtype=dtype), arr(h, 3 * h, dtype=dtype) * 0.3, arr(3 * h)
+    bu = bu.astype(dtype)
+    h0, g = arr(bsz, h, dtype=dtype), arr(bsz, steps, h, dtype=dtype)
+    y = sn.gru_scan(np, xw, u, bu, h0)
+    np.testing.assert_allclose(y, sk.gru_scan(np, xw, u, bu, h0), **close)
+    want = sk.gru_scan_grad(np, xw, u, bu, h0, y, g)
+    np.testing.assert_allclose(sn.gru_scan_grad(np, xw, u, bu, h0, y, g), want, **close)
+    xw, u = arr(bsz, steps, h, dtype=dtype), arr(h, h, dtype=dtype) * 0.3
+    y = sn.rnn_scan(np, xw, u, h0)
+    np.testing.assert_allclose(y, sk.rnn_scan(np, xw, u, h0), **close)
+    np.testing.assert_allclose(
+        sn.rnn_scan_grad(np, u, y, g), sk.rnn_scan_grad(np, u, y, g), **close
+    )
