@@ -189,12 +189,12 @@ class _Emitter:
             inner: list[str] = ["n = base + c"]
             done: dict[int, str] = {}
             inits, post = [], []
-            blocked = [r for r in group if _blocked_sum(ir.nodes[r])]
+            narrow = [r for r in group if _f32_row_sum(ir.nodes[r])]
             for r in group:
                 node = ir.nodes[r]
                 x = self.expr(node.args[0], inner, done, "inner")
                 inits.append(f"s{r} = {_init(node)}")
-                if r in blocked:
+                if r in narrow:
                     inner.append(f"t{r} += {x}")
                 elif node.value in ("max", "min"):  # NaN noted apart: the loop vectorises
                     cmp = ">" if node.value == "max" else "<"
@@ -210,14 +210,14 @@ class _Emitter:
                     inner.append(f"out[n] = v{keep}")
                     kept[keep] = f"v{keep}"
             loop = ["for c in range(C):"] + _indent(inner)
-            if blocked:  # a float32 accumulator for short rows (it vectorises), else float64
-                f32 = [f"t{r} = np.float32(0.0)" for r in blocked] + loop
-                f32 += [f"s{r} = t{r}" for r in blocked]
+            if narrow:  # a float32 accumulator for short rows (it vectorises), else float64
+                f32 = [f"t{r} = np.float32(0.0)" for r in narrow] + loop
+                f32 += [f"s{r} = t{r}" for r in narrow]
                 wide = ["for c in range(C):"] + _indent(inner)
-                for r in blocked:  # a name of its own: Numba gives a name one type
+                for r in narrow:  # a name of its own: Numba gives a name one type
                     wide = [line.replace(f"t{r} += ", f"u{r} += ") for line in wide]
-                f64 = [f"u{r} = 0.0" for r in blocked] + wide
-                f64 += [f"s{r} = u{r}" for r in blocked]
+                f64 = [f"u{r} = 0.0" for r in narrow] + wide
+                f64 += [f"s{r} = u{r}" for r in narrow]
                 loop = [f"if C <= {ROW_F32_MAX}:"] + _indent(f32) + ["else:"] + _indent(f64)
             self.outer_lines += inits + loop + post
             for r in group:
@@ -319,7 +319,7 @@ def _cost(ir: KernelIR, i: int) -> int:
                ir.nodes[j].level == "full")  # fmt: skip
 
 
-def _blocked_sum(n: Node) -> bool:
+def _f32_row_sum(n: Node) -> bool:
     """A float32 row sum: accumulated in float32 when the row is at most ROW_F32_MAX long."""
     return n.value in ("sum", "mean") and n.dtype == "f32"
 

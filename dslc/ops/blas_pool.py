@@ -38,17 +38,23 @@ def _threads() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
 
 
-def _openblas_local_setter():
-    """`openblas_set_num_threads_local` of the OpenBLAS NumPy loaded, or None."""
+def openblas_paths() -> list[str]:
+    """Paths of the OpenBLAS libraries mapped into this process, NumPy's own first."""
+    np.dot(np.ones((2, 2)), np.ones((2, 2)))  # NumPy's BLAS is loaded
     try:
         with open("/proc/self/maps") as fh:
             paths = {line.split()[-1] for line in fh if "openblas" in line.lower()}
     except OSError:
-        return None
+        return []
     libs = os.path.join(os.path.dirname(os.path.dirname(np.__file__)), "numpy.libs")
-    for path in sorted(paths, key=lambda p: (not p.startswith(libs), p)):  # NumPy's first
-        if not os.path.exists(path):
-            continue
+    return sorted(
+        (p for p in paths if os.path.exists(p)), key=lambda p: (not p.startswith(libs), p)
+    )
+
+
+def _openblas_local_setter():
+    """`openblas_set_num_threads_local` of the OpenBLAS NumPy loaded, or None."""
+    for path in openblas_paths():
         try:
             fn = ctypes.CDLL(path).openblas_set_num_threads_local
         except (OSError, AttributeError):

@@ -17,11 +17,12 @@ another BLAS), callers keep their NumPy kernels. Importing this module needs num
 from __future__ import annotations
 
 import ctypes
-import os
 
 import llvmlite.binding as llvm
 import numpy as np
 from numba import njit, types
+
+from dslc.ops.blas_pool import openblas_paths
 
 _ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
 # NumPy's wheels ship OpenBLAS with 64-bit integers (ILP64) and a symbol prefix and suffix;
@@ -29,20 +30,8 @@ _ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
 _SYMBOLS = ("scipy_cblas_{p}gemm64_", "cblas_{p}gemm64_")
 
 
-def _numpy_blas_paths() -> list[str]:
-    """Paths of the OpenBLAS libraries mapped into this process, NumPy's first."""
-    np.dot(np.ones((2, 2), np.float32), np.ones((2, 2), np.float32))  # NumPy's BLAS is loaded
-    try:
-        with open("/proc/self/maps") as fh:
-            paths = {line.split()[-1] for line in fh if "openblas" in line.lower()}
-    except OSError:
-        return []
-    libs = os.path.join(os.path.dirname(os.path.dirname(np.__file__)), "numpy.libs")
-    return sorted((p for p in paths if os.path.exists(p)), key=lambda p: not p.startswith(libs))
-
-
 def _address(prefix: str) -> int | None:
-    for path in _numpy_blas_paths():
+    for path in openblas_paths():
         try:
             lib = ctypes.CDLL(path)
         except OSError:
