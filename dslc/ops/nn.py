@@ -417,6 +417,11 @@ def weight_grad(b, hprev, dpre, bsz, steps, h, width):
 
 
 def _g_lstm(b, n, g):
+    if n.attrs.get("gates"):
+        raise InternalError(
+            "lstm_scan with gates=true has no gradient rule: the scan_gates pass sets it "
+            "after autodiff, on scans whose backward is already built"
+        )
     xw, u, h0, c0 = n.inputs
     bsz, steps, _, h = n.shape
     grads = b.op("lstm_scan_grad", xw, u, h0, c0, n.id, g)

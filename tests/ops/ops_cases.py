@@ -157,8 +157,14 @@ CASES: dict[str, list[Case]] = {
         C(F(2, 3, 2, 3), in_size=(4, 6)),
         C(F(1, 2, 3, 3), in_size=(5, 5), kernel=3, stride=2, padding=1),
     ],
-    "lstm_scan": [C(F(2, 3, 8), F(2, 8), F(2, 2), F(2, 2))],
-    "lstm_scan_grad": [C(F(2, 3, 8), F(2, 8), F(2, 2), F(2, 2), F(2, 3, 2, 2), F(2, 3, 2, 2))],
+    "lstm_scan": [
+        C(F(2, 3, 8), F(2, 8), F(2, 2), F(2, 2)),
+        C(F(2, 3, 8), F(2, 8), F(2, 2), F(2, 2), gates=True, fd=False),  # set after autodiff
+    ],
+    "lstm_scan_grad": [
+        C(F(2, 3, 8), F(2, 8), F(2, 2), F(2, 2), F(2, 3, 2, 2), F(2, 3, 2, 2)),
+        C(F(2, 3, 8), F(2, 8), F(2, 2), F(2, 2), F(2, 3, 6, 2), F(2, 3, 2, 2)),  # stored gates
+    ],
     "gru_scan": [C(F(2, 3, 6), F(2, 6), F(6), F(2, 2))],
     "gru_scan_grad": [C(F(2, 3, 6), F(2, 6), F(6), F(2, 2), F(2, 3, 2), F(2, 3, 2))],
     "rnn_scan": [C(F(2, 4, 3), F(3, 3), F(2, 3)), C(F(1, 1, 2), F(2, 2), F(1, 2))],

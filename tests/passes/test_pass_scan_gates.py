@@ -59,3 +59,19 @@ def test_a_scan_read_whole_or_without_a_backward_is_left_alone():
     g.outputs["h"] = states
     out = checked(scan_gates, g)
     assert not out.node(states).attrs.get("gates")
+
+
+def test_a_scan_with_gates_has_no_gradient_rule():
+    """`gates` is set after autodiff; differentiating such a scan is a bug, said plainly."""
+    import pytest
+
+    from dslc.errors import InternalError
+
+    g, b = new_graph()
+    x = b.input("x", f64(B, T, 4 * H))
+    u = b.param("u", f64(H, 4 * H))
+    h0 = b.input("h0", f64(B, H))
+    states = b.op("lstm_scan", x, u, h0, h0, gates=True)
+    g.outputs["loss"] = b.op("sum", b.op("index", states, axis=2, i=0))
+    with pytest.raises(InternalError, match="gates=true has no gradient rule"):
+        autodiff(g)
