@@ -33,10 +33,9 @@ def main(argv=None) -> int:
     from bench.worker import set_threads
 
     set_threads(args.threads)
+    import dslc  # noqa: F401, I001 - before NumPy, as a dslc program: its OpenBLAS settings apply
     import numpy as np
     from dslc.runtime.optim import make_optimizer
-
-    import dslc  # noqa: F401 - before NumPy, as a dslc program: its OpenBLAS settings apply
     from bench.workloads import WORKLOADS, batches
     from dslc import api
 

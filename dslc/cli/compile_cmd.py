@@ -173,6 +173,7 @@ def explanation(graph, sources: Mapping[str, str] | None = None) -> str:
         for file, line in sorted({(s.file, s.line) for s in spans if s is not None}):
             text = _source_line(file, line, sources)
             lines.append(f"    {os.path.basename(file)}:{line:<5} | {text}")
+    lines += _attention_lines(graph, sources)
     declined = sorted(
         graph.meta.get("fusion_report") or [],
         key=lambda e: (e["span"].file, e["span"].line, e["span"].col) if e.get("span") else ("",),
@@ -186,6 +187,32 @@ def explanation(graph, sources: Mapping[str, str] | None = None) -> str:
             f"{into}(%{e['group']}): {e['reason']}"
         )
     return "\n".join(lines)
+
+
+def _attention_lines(graph, sources: dict[str, str]) -> list[str]:
+    """The `attention` pass's kernels with their source lines, and the softmaxes it looked at
+    and left (`graph.meta["attention_report"]`), with why."""
+    from dslc.ir.printer import format_span
+
+    ops = ("attention", "attention_grad")
+    nodes = [n for n in graph.topo_order() if graph.data(n)["op"] in ops]
+    report = graph.meta.get("attention_report") or []
+    if not nodes and not report:
+        return []
+    lines = ["", f"{len(nodes)} attention kernel(s)"]
+    for nid in nodes:
+        d = graph.data(nid)
+        head = f"%{nid}: {d['type']} = {d['op']}"
+        lines.append(head + (f"  ({d['scope']})" if d.get("scope") else ""))
+        span = d.get("span")
+        if span is not None:
+            text = _source_line(span.file, span.line, sources)
+            lines.append(f"    {os.path.basename(span.file)}:{span.line:<5} | {text}")
+    for e in report:
+        where = format_span(e.get("span")) or "?"
+        why = e["reason"]
+        lines.append(f"  {where}: `softmax` (%{e['node']}) not made into `attention`: {why}")
+    return lines
 
 
 def _source_line(file: str, line: int, sources: dict[str, str]) -> str:

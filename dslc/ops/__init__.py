@@ -1,6 +1,7 @@
 """The primitive registry, populated by importing each group of primitives."""
 
 from dslc.ops import (  # noqa: F401  (imported for their registrations)
+    attention,
     elementwise,
     linalg,
     nn,

@@ -8,7 +8,8 @@ the `cblas_sgemm`/`cblas_dgemm` of the OpenBLAS that NumPy itself loaded, throug
 which Numba calls directly.
 
 `gemm(a, b, c, beta, trans_b)` computes c = a @ op(b) + beta * c for 2-D arrays whose rows
-have a unit stride (any row stride: a time step's rows inside [B, T, ...] are fine).
+have a unit stride (any row stride: a time step's rows inside [B, T, ...] are fine), and
+`gemm_ex(a, b, c, alpha, beta, trans_a, trans_b)` c = alpha * op(a) @ op(b) + beta * c.
 
 `available()` says whether a usable library was found. Without one (a NumPy linked to
 another BLAS), callers keep their NumPy kernels. Importing this module needs numba.
@@ -73,19 +74,26 @@ if available():
     _s, _d = _sgemm, _dgemm
 
     @njit(nogil=True, cache=True)
-    def gemm(a, b, c, beta, trans_b):
-        """c = a @ (b.T if trans_b else b) + beta * c; rows of each with a unit stride."""
-        m, k = a.shape
-        n = c.shape[1]
+    def gemm_ex(a, b, c, alpha, beta, trans_a, trans_b):
+        """c = alpha * op(a) @ op(b) + beta * c, op transposing when asked; rows of each
+        with a unit stride."""
+        m, n = c.shape
+        k = a.shape[0] if trans_a else a.shape[1]
+        ta = _TRANS if trans_a else _NO_TRANS
         tb = _TRANS if trans_b else _NO_TRANS
         isz = a.itemsize
         lda, ldb, ldc = a.strides[0] // isz, b.strides[0] // isz, c.strides[0] // isz
         if isz == 4:
-            _s(_ROW_MAJOR, _NO_TRANS, tb, m, n, k, np.float32(1.0), a.ctypes.data, lda,
+            _s(_ROW_MAJOR, ta, tb, m, n, k, np.float32(alpha), a.ctypes.data, lda,
                b.ctypes.data, ldb, np.float32(beta), c.ctypes.data, ldc)  # fmt: skip
         else:
-            _d(_ROW_MAJOR, _NO_TRANS, tb, m, n, k, 1.0, a.ctypes.data, lda,
+            _d(_ROW_MAJOR, ta, tb, m, n, k, np.float64(alpha), a.ctypes.data, lda,
                b.ctypes.data, ldb, np.float64(beta), c.ctypes.data, ldc)  # fmt: skip
 
+    @njit(nogil=True, cache=True)
+    def gemm(a, b, c, beta, trans_b):
+        """c = a @ (b.T if trans_b else b) + beta * c; rows of each with a unit stride."""
+        gemm_ex(a, b, c, 1.0, beta, False, trans_b)
+
 else:
-    gemm = None
+    gemm = gemm_ex = None

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from dslc.errors import ConfigError
 from dslc.ir.dims import Dim
 from dslc.ir.graph import Graph
+from dslc.passes.attention import attention
 from dslc.passes.autodiff import autodiff
 from dslc.passes.constfold import constfold
 from dslc.passes.cse import cse
@@ -18,6 +19,7 @@ from dslc.passes.simplify import simplify
 from dslc.passes.verify import verify
 
 PIPELINE = [
+    ("attention", attention),  # q k^T, mask, softmax, @ v -> one node (before its gradient)
     ("autodiff", autodiff),  # adds the backward graph when the graph has a loss
     ("simplify", simplify),
     ("constfold", constfold),
@@ -86,6 +88,7 @@ __all__ = [
     "run_pipeline",
     "count_kernels",
     "verify",
+    "attention",
     "autodiff",
     "simplify",
     "constfold",

@@ -210,3 +210,45 @@ def test_gru_and_rnn_scans_compiled_match_numpy(dtype, bsz, steps, h):
     np.testing.assert_allclose(
         sn.rnn_scan_grad(np, u, y, g), sk.rnn_scan_grad(np, u, y, g), **close
     )
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("masks", [0, 1, 2])
+def test_attention_compiled_matches_numpy_on_head_views(dtype, masks):
+    """q, k, v as the plan passes them: [B, H, T, d] views of [B, T, H*d] projections (rows
+    with a stride), a causal [T, T] mask and a [B, 1, 1, T] padding mask; one slab per thread."""
+    pytest.importorskip("numba")
+    from dslc.ops import attention_kernels as ak
+    from dslc.ops import attention_numba as an
+
+    bsz, heads, t, d = 5, 3, 9, 4
+    qkv = arr(bsz, t, 3, heads, d, dtype=dtype)
+    q, k, v = (qkv[:, :, i].transpose(0, 2, 1, 3) for i in range(3))
+    pad = RNG.random((bsz, 1, 1, t)) < 0.7
+    pad[0] = False  # a row with every key masked: uniform weights, as the unfused graph gives
+    ms = (np.tril(np.ones((t, t), bool)), pad)[:masks]
+    attrs = {"scale": d**-0.5, "fills": (-1e9, -1e4)[:masks]}
+    g = arr(bsz, t, heads, d, dtype=dtype)
+    tol = 2e-6 if dtype == np.float32 else 1e-12
+    want = ak.attention(np, q, k, v, *ms, **attrs)
+    out = np.full(want.shape, 7, dtype)
+    assert an.attention(np, q, k, v, *ms, out=out, **attrs) is out
+    np.testing.assert_allclose(out, want, rtol=tol, atol=tol)
+    want = ak.attention_grad(np, q, k, v, *ms, g, **attrs)
+    out = np.full(want.shape, 7, dtype)
+    assert an.attention_grad(np, q, k, v, *ms, g, out=out, **attrs) is out
+    np.testing.assert_allclose(out, want, rtol=tol, atol=tol)
+
+
+def test_attention_compiled_propagates_nan_like_numpy():
+    pytest.importorskip("numba")
+    from dslc.ops import attention_kernels as ak
+    from dslc.ops import attention_numba as an
+
+    q, k, v = (arr(2, 2, 5, 3, dtype=np.float32) for _ in range(3))
+    q[1, 0, 2, 1] = np.nan
+    want = ak.attention(np, q, k, v, scale=0.5)
+    got = an.attention(np, q, k, v, scale=0.5)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    assert np.isnan(got).any()
+    np.testing.assert_allclose(got[~np.isnan(got)], want[~np.isnan(want)], rtol=2e-6, atol=2e-6)

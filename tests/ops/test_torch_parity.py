@@ -197,3 +197,23 @@ def test_float32_erf_is_close_to_torch():
     y, _ = run("erf", [x])
     assert y.dtype == np.float32
     np.testing.assert_allclose(y, torch.erf(t(x)).numpy(), rtol=0, atol=5e-7)
+
+
+@pytest.mark.parametrize("cross", [False, True])
+def test_attention_and_its_gradients_match_torch_sdpa(cross):
+    bsz, heads, n, d = 2, 3, 5, 4
+    s, e = (7, 2) if cross else (n, d)
+    q, k, v = randn(bsz, heads, n, d), randn(bsz, heads, s, d), randn(bsz, heads, s, e)
+    causal = np.tril(np.ones((n, s), bool))  # no row fully masked
+    pad = np.ones((bsz, 1, 1, s), bool)
+    pad[1, ..., 3:] = False
+    tq, tk, tv = t(q, True), t(k, True), t(v, True)
+    keep = torch.tensor(causal) & torch.tensor(pad)
+    ty = F.scaled_dot_product_attention(tq, tk, tv, attn_mask=keep, scale=0.4)
+    g = randn(bsz, n, heads, e)
+    ty.backward(t(g).transpose(1, 2))
+    y, grads = run("attention", [q, k, v, causal, pad], g, scale=0.4, fills=(-1e9, -1e9))
+    np.testing.assert_allclose(y, ty.detach().transpose(1, 2).numpy(), rtol=1e-10, atol=1e-12)
+    assert grads[3:] == [None, None]
+    for got, want in zip(grads, (tq.grad, tk.grad, tv.grad)):
+        np.testing.assert_allclose(got, want.numpy(), rtol=1e-9, atol=1e-11)
