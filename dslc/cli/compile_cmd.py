@@ -173,7 +173,7 @@ def explanation(graph, sources: Mapping[str, str] | None = None) -> str:
         for file, line in sorted({(s.file, s.line) for s in spans if s is not None}):
             text = _source_line(file, line, sources)
             lines.append(f"    {os.path.basename(file)}:{line:<5} | {text}")
-    lines += _attention_lines(graph, sources)
+    lines += _pattern_lines(graph, sources)
     declined = sorted(
         graph.meta.get("fusion_report") or [],
         key=lambda e: (e["span"].file, e["span"].line, e["span"].col) if e.get("span") else ("",),
@@ -189,29 +189,37 @@ def explanation(graph, sources: Mapping[str, str] | None = None) -> str:
     return "\n".join(lines)
 
 
-def _attention_lines(graph, sources: dict[str, str]) -> list[str]:
-    """The `attention` pass's kernels with their source lines, and the softmaxes it looked at
-    and left (`graph.meta["attention_report"]`), with why."""
+# the passes that put one primitive in place of a layer's chain: (primitives, report key, op)
+PATTERN_PASSES = (
+    (("attention", "attention_grad"), "attention_report", "softmax", "attention"),
+    (("layer_norm", "layer_norm_grad"), "layer_norm_report", "mean", "layer_norm"),
+)
+
+
+def _pattern_lines(graph, sources: dict[str, str]) -> list[str]:
+    """The kernels of the `attention` and `layer_norm` passes with their source lines, and
+    the chains they looked at and left (`graph.meta[...report]`), with why."""
     from dslc.ir.printer import format_span
 
-    ops = ("attention", "attention_grad")
-    nodes = [n for n in graph.topo_order() if graph.data(n)["op"] in ops]
-    report = graph.meta.get("attention_report") or []
-    if not nodes and not report:
-        return []
-    lines = ["", f"{len(nodes)} attention kernel(s)"]
-    for nid in nodes:
-        d = graph.data(nid)
-        head = f"%{nid}: {d['type']} = {d['op']}"
-        lines.append(head + (f"  ({d['scope']})" if d.get("scope") else ""))
-        span = d.get("span")
-        if span is not None:
-            text = _source_line(span.file, span.line, sources)
-            lines.append(f"    {os.path.basename(span.file)}:{span.line:<5} | {text}")
-    for e in report:
-        where = format_span(e.get("span")) or "?"
-        why = e["reason"]
-        lines.append(f"  {where}: `softmax` (%{e['node']}) not made into `attention`: {why}")
+    lines: list[str] = []
+    for ops, key, start, into in PATTERN_PASSES:
+        nodes = [n for n in graph.topo_order() if graph.data(n)["op"] in ops]
+        report = graph.meta.get(key) or []
+        if not nodes and not report:
+            continue
+        lines += ["", f"{len(nodes)} {into} kernel(s)"]
+        for nid in nodes:
+            d = graph.data(nid)
+            head = f"%{nid}: {d['type']} = {d['op']}"
+            lines.append(head + (f"  ({d['scope']})" if d.get("scope") else ""))
+            span = d.get("span")
+            if span is not None:
+                text = _source_line(span.file, span.line, sources)
+                lines.append(f"    {os.path.basename(span.file)}:{span.line:<5} | {text}")
+        for e in report:
+            where = format_span(e.get("span")) or "?"
+            why = e["reason"]
+            lines.append(f"  {where}: `{start}` (%{e['node']}) not made into `{into}`: {why}")
     return lines
 
 

@@ -5,6 +5,7 @@ from dslc.ops import (  # noqa: F401  (imported for their registrations)
     elementwise,
     linalg,
     nn,
+    norm,
     random,
     reduce,
     shape,

@@ -48,6 +48,18 @@ def _exp_impl(x):
     return lambda x: math.exp(x)
 
 
+def _zero(x):  # typed by the overload below
+    raise NotImplementedError
+
+
+@overload(_zero, inline="always")
+def _zero_impl(x):
+    """A zero of x's float type (never x - x: that is NaN for an infinite x)."""
+    if x == types.float32:
+        return lambda x: np.float32(0.0)
+    return lambda x: 0.0
+
+
 @njit(**_OPTS)
 def _mask_row(row, m, fill, n):
     for j in range(n):
@@ -64,9 +76,8 @@ def _softmax_row(row, n):
         top = x if x > top else top
         nan |= x != x
     if nan:  # NaN of the row's type: 0 / 0
-        z = top - top
-        top = z / z
-    total = row[0] - row[0]  # zero of the row's type
+        top = _zero(top) / _zero(top)
+    total = _zero(top)
     for j in range(n):
         e = _exp(row[j] - top)
         row[j] = e
@@ -103,7 +114,7 @@ def _forward(q, k, v, m1, m2, nmask, f1, f2, scale, out, lo, hi):
 @njit(**_OPTS)
 def _softmax_grad_row(p, dp, n):
     """dp = p * (dp - sum(dp * p)), in place."""
-    r = p[0] - p[0]
+    r = _zero(p[0])
     for j in range(n):
         r += dp[j] * p[j]
     for j in range(n):
@@ -115,7 +126,7 @@ def _backward(q, k, v, m1, m2, nmask, f1, f2, scale, g, out, lo, hi):
     nh, t, s = q.shape[1], q.shape[2], k.shape[2]
     p = np.empty((t, s), q.dtype)
     dp = np.empty((t, s), q.dtype)
-    zero = p[0, 0] - p[0, 0]
+    zero = _zero(scale)
     for bh in range(lo, hi):
         b, h = bh // nh, bh % nh
         _weights(q, k, m1, m2, nmask, f1, f2, scale, b, h, p)

@@ -13,6 +13,7 @@ from dslc.passes.constfold import constfold
 from dslc.passes.cse import cse
 from dslc.passes.dce import dce
 from dslc.passes.fuse import fuse
+from dslc.passes.layer_norm import layer_norm
 from dslc.passes.memory import STORED, estimate_peak, plan_memory
 from dslc.passes.scan_gates import scan_gates
 from dslc.passes.simplify import simplify
@@ -20,6 +21,7 @@ from dslc.passes.verify import verify
 
 PIPELINE = [
     ("attention", attention),  # q k^T, mask, softmax, @ v -> one node (before its gradient)
+    ("layer_norm", layer_norm),  # mean, var, rsqrt, * gamma + beta -> one node
     ("autodiff", autodiff),  # adds the backward graph when the graph has a loss
     ("simplify", simplify),
     ("constfold", constfold),
@@ -29,6 +31,8 @@ PIPELINE = [
     ("fuse", fuse),
 ]
 PASS_NAMES = [name for name, _ in PIPELINE]
+# the passes that merge operations into fewer kernels; the others keep every operation
+FUSION_PASSES = ("attention", "layer_norm", "fuse")
 
 
 @dataclass(frozen=True)
@@ -84,11 +88,13 @@ def run_pipeline(graph: Graph, until: str | None = None, report: bool = False, c
 __all__ = [
     "PIPELINE",
     "PASS_NAMES",
+    "FUSION_PASSES",
     "PassReport",
     "run_pipeline",
     "count_kernels",
     "verify",
     "attention",
+    "layer_norm",
     "autodiff",
     "simplify",
     "constfold",

@@ -140,7 +140,7 @@ def test_unknown_pass(fake, model_file, dslc_cli):
     assert r.exit_code == 1
     assert "Traceback" not in r.output
     assert r.stderr.startswith(
-        "config error: no pass named 'nosuch'; the passes are attention, autodiff"
+        "config error: no pass named 'nosuch'; the passes are attention, layer_norm, autodiff"
     )
 
 

@@ -186,5 +186,13 @@ CASES: dict[str, list[Case]] = {
             fills=(-1e9, -3.0),
         ),  # fmt: skip
     ],
+    "layer_norm": [
+        C(F(3, 5), F(5), F(5)),
+        C(F(2, 3, 4), F(4), F(4), eps=0.1),
+    ],
+    "layer_norm_grad": [
+        C(F(3, 5), F(5), F(3, 5)),
+        C(F(2, 3, 4), F(4), F(2, 3, 4), eps=0.1),
+    ],
     "dropout_mask": [C(F(3, 4), p=0.3), C(F(2, 3, 4), p=0.5, broadcast_axes=(1,))],
 }

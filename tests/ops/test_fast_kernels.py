@@ -252,3 +252,25 @@ def test_attention_compiled_propagates_nan_like_numpy():
     np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
     assert np.isnan(got).any()
     np.testing.assert_allclose(got[~np.isnan(got)], want[~np.isnan(want)], rtol=2e-6, atol=2e-6)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(7, 5), (4, 33, 128), (1, 1)])
+def test_layer_norm_compiled_matches_numpy(dtype, shape):
+    """One slab per thread; d gamma and d beta summed over the slabs."""
+    pytest.importorskip("numba")
+    from dslc.ops import norm_kernels as nk
+    from dslc.ops import norm_numba as nn_
+
+    x = arr(*shape, dtype=dtype) * 3 + 1
+    gamma, beta, dy = arr(shape[-1], dtype=dtype), arr(shape[-1], dtype=dtype), arr(*shape)
+    dy = dy.astype(dtype)
+    tol = 2e-5 if dtype == np.float32 else 1e-12
+    want = nk.layer_norm(np, x, gamma, beta, eps=1e-3)
+    out = np.full(shape, 7, dtype)
+    assert nn_.layer_norm(np, x, gamma, beta, out=out, eps=1e-3) is out
+    np.testing.assert_allclose(out, want, rtol=tol, atol=tol)
+    want = nk.layer_norm_grad(np, x, gamma, dy, eps=1e-3)
+    out = np.full(want.shape, 7, dtype)
+    assert nn_.layer_norm_grad(np, x, gamma, dy, out=out, eps=1e-3) is out
+    np.testing.assert_allclose(out, want, rtol=tol, atol=tol * 10)

@@ -217,3 +217,15 @@ def test_attention_and_its_gradients_match_torch_sdpa(cross):
     assert grads[3:] == [None, None]
     for got, want in zip(grads, (tq.grad, tk.grad, tv.grad)):
         np.testing.assert_allclose(got, want.numpy(), rtol=1e-9, atol=1e-11)
+
+
+def test_layer_norm_and_its_gradients_match_torch():
+    x, gamma, beta = randn(3, 4, 6) * 2 + 1, randn(6), randn(6)
+    tx, tg, tb = t(x, True), t(gamma, True), t(beta, True)
+    ty = F.layer_norm(tx, (6,), tg, tb, eps=1e-4)
+    g = randn(3, 4, 6)
+    ty.backward(t(g))
+    y, grads = run("layer_norm", [x, gamma, beta], g, eps=1e-4)
+    np.testing.assert_allclose(y, ty.detach().numpy(), rtol=1e-10, atol=1e-12)
+    for got, want in zip(grads, (tx.grad, tg.grad, tb.grad)):
+        np.testing.assert_allclose(got, want.numpy(), rtol=1e-9, atol=1e-11)
