@@ -211,8 +211,10 @@ def _g_abs(b, n, g):
 
 
 def _g_relu(b, n, g):
-    x = n.inputs[0]
-    return [mask_to(b, b.op("gt", x, const_like(b, 0.0, x)), g)]
+    # from the output (relu(x) > 0 exactly where x > 0): the input then has one reader, so a
+    # bias add before the relu fuses with it and its value need not be kept for the backward
+    y = n.id
+    return [mask_to(b, b.op("gt", y, const_like(b, 0.0, y)), g)]
 
 
 def _g_tanh(b, n, g):

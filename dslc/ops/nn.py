@@ -179,6 +179,7 @@ primitive(
     infer=_infer_conv_grad_input,
     grad=_g_conv2d_grad_input,
     numpy=_conv2d_grad_input,
+    numba="dslc.ops.conv_numba:conv2d_grad_input",
     attrs={**CONV_ATTRS, "in_size": (0, 0)},
     flops=lambda ts, o, a: _flops_conv([o, ts[1]], ts[0], a),
     doc="d conv2d / d x: g[N, O, Ho, Wo], w -> [N, C, H, W] with (H, W) = in_size",

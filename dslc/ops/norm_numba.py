@@ -17,36 +17,24 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit, types
-from numba.extending import overload
+from numba import njit
 
 from dslc.ops import norm_kernels as nk
 from dslc.ops.blas_pool import in_row_slabs
+from dslc.ops.numba_math import zero_of
 
 # reassoc lets LLVM vectorise the row sums
 _OPTS = dict(nogil=True, cache=True, error_model="numpy", fastmath={"contract", "reassoc"})
 
 
-def _zero(x):  # typed by the overload below
-    raise NotImplementedError
-
-
-@overload(_zero, inline="always")
-def _zero_impl(x):
-    """A zero of x's float type (never x - x: that is NaN for an infinite x)."""
-    if x == types.float32:
-        return lambda x: np.float32(0.0)
-    return lambda x: 0.0
-
-
 @njit(**_OPTS)
 def _row_stats(xr, eps):
     d = xr.shape[0]
-    s = _zero(eps)
+    s = zero_of(eps)
     for j in range(d):
         s += xr[j]
     mu = s / d
-    v = _zero(eps)
+    v = zero_of(eps)
     for j in range(d):
         t = xr[j] - mu
         v += t * t
@@ -68,8 +56,8 @@ def _backward(x, gamma, dy, eps, dx, pg, pb, lo, hi):
     for r in range(lo, hi):
         xr, gr, dr = x[r], dy[r], dx[r]
         mu, inv = _row_stats(xr, eps)
-        a = _zero(eps)
-        c = _zero(eps)
+        a = zero_of(eps)
+        c = zero_of(eps)
         for j in range(d):
             xh = (xr[j] - mu) * inv
             dxh = gr[j] * gamma[j]

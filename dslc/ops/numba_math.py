@@ -9,6 +9,8 @@ to float32 rounding (a few ulp), built from operations LLVM vectorises:
   tanh32  a 13/6 rational function on [-7.9, 7.9] (Eigen's float tanh), +-1 beyond
   erf32   a rational function on [-4, 4] (Eigen's float erf), +-1 beyond
   fmax, fmin  NumPy's maximum/minimum: NaN if either operand is NaN
+  zero_of(x)  a zero of x's float type, for accumulators (never `x - x` or `x * 0`: NaN for
+          an infinite or NaN x, such as the garbage of a scratch buffer)
 
 NaN and infinities propagate as in NumPy. The polynomials may contract to fused multiply-adds
 (`fastmath={"contract"}`: one rounding instead of two, and 25% faster in the LSTM gates).
@@ -20,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 from llvmlite import ir
 from numba import njit, types
-from numba.extending import intrinsic
+from numba.extending import intrinsic, overload
 
 F = np.float32
 
@@ -132,3 +134,14 @@ def fmax(a, b):
 def fmin(a, b):
     """NumPy's minimum of two scalars."""
     return a if (a <= b or a != a) else b
+
+
+def zero_of(x):  # typed by the overload below
+    raise NotImplementedError
+
+
+@overload(zero_of, inline="always")
+def _zero_of(x):
+    if x == types.float32:
+        return lambda x: np.float32(0.0)
+    return lambda x: 0.0
