@@ -144,7 +144,12 @@ def _usable(q, k, v, masks, *more) -> bool:
         return False
     if q.shape[0] * q.shape[1] == 0 or q.shape[2] == 0 or k.shape[2] == 0:
         return False
-    return all(a.strides[-1] == a.itemsize for a in arrays)
+    # rows with a unit stride that do not overlap (length-1 axes may carry any stride)
+    return all(
+        a.strides[-1] == a.itemsize
+        and (a.shape[-2] <= 1 or a.strides[-2] >= a.shape[-1] * a.itemsize)
+        for a in arrays
+    )
 
 
 def _mask_args(masks, shape, fills, dtype):

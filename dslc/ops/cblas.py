@@ -74,6 +74,13 @@ if available():
     _s, _d = _sgemm, _dgemm
 
     @njit(nogil=True, cache=True)
+    def _ld(x, isz):
+        """The leading dimension of a row-major matrix. A one-row matrix may carry any stride
+        on that axis (NumPy does not fix strides of length-1 axes), which BLAS rejects."""
+        ld = x.strides[0] // isz
+        return max(ld, x.shape[1], 1) if x.shape[0] <= 1 else ld
+
+    @njit(nogil=True, cache=True)
     def gemm_ex(a, b, c, alpha, beta, trans_a, trans_b):
         """c = alpha * op(a) @ op(b) + beta * c, op transposing when asked; rows of each
         with a unit stride."""
@@ -82,7 +89,7 @@ if available():
         ta = _TRANS if trans_a else _NO_TRANS
         tb = _TRANS if trans_b else _NO_TRANS
         isz = a.itemsize
-        lda, ldb, ldc = a.strides[0] // isz, b.strides[0] // isz, c.strides[0] // isz
+        lda, ldb, ldc = _ld(a, isz), _ld(b, isz), _ld(c, isz)
         if isz == 4:
             _s(_ROW_MAJOR, ta, tb, m, n, k, np.float32(alpha), a.ctypes.data, lda,
                b.ctypes.data, ldb, np.float32(beta), c.ctypes.data, ldc)  # fmt: skip

@@ -312,3 +312,18 @@ def test_convolution_compiled_matches_numpy(dtype, xs, ws, attrs):
     out = np.full(ws, 7, dtype)
     assert cn.conv2d_grad_weight(np, x, g, out=out, kernel=ws[2:], **a) is out
     np.testing.assert_allclose(out, want, **tol)
+
+
+def test_attention_compiled_takes_any_stride_on_length_one_axes():
+    """A one-row GEMM operand whose row axis carries a stride below its width (NumPy leaves
+    strides of length-1 axes free) is passed with a valid leading dimension, not refused by
+    BLAS (which would leave the scores unwritten)."""
+    pytest.importorskip("numba")
+    from dslc.ops import attention_kernels as ak
+    from dslc.ops import attention_numba as an
+
+    q = arr(2, 3, 1, 8, dtype=np.float32)
+    q = np.lib.stride_tricks.as_strided(q, strides=q.strides[:2] + (4, 4))
+    k, v = arr(2, 3, 5, 8, dtype=np.float32), arr(2, 3, 5, 6, dtype=np.float32)
+    want = ak.attention(np, q, k, v, scale=0.5)
+    np.testing.assert_allclose(an.attention(np, q, k, v, scale=0.5), want, rtol=2e-6, atol=2e-6)
