@@ -427,9 +427,11 @@ def _g_lstm(b, n, g):
         )
     xw, u, h0, c0 = n.inputs
     bsz, steps, _, h = n.shape
-    grads = b.op("lstm_scan_grad", xw, u, h0, c0, n.id, g)
-    dxw = b.op("slice", grads, axis_slices=((1, 0, steps, 1),))
-    last = b.op("index", grads, axis=1, i=-1)
+    grads = b.op("lstm_scan_grad", xw, u, h0, c0, n.id, g)  # [B*T + B, 4H]
+    rows = bsz * steps
+    dxw = b.op("slice", grads, axis_slices=((0, 0, rows, 1),))
+    dxw = b.op("reshape", dxw, shape=(bsz, steps, 4 * h))
+    last = b.op("slice", grads, axis_slices=((0, rows, rows + bsz, 1),))
     dh0 = b.op("slice", last, axis_slices=((1, 0, h, 1),))
     dc0 = b.op("slice", last, axis_slices=((1, h, 2 * h, 1),))
     hs = b.op("index", n.id, axis=2, i=0)
@@ -465,7 +467,7 @@ def _infer_lstm_grad(ts, attrs):
         _expect(y, out.shape, "lstm_scan_grad", "the states")
     _expect(g, out.shape, "lstm_scan_grad", "the gradient")
     bsz, steps, h4 = xw.shape
-    return xw.with_shape((bsz, steps + 1, h4))
+    return xw.with_shape((bsz * steps + bsz, h4))
 
 
 primitive(
@@ -479,8 +481,9 @@ primitive(
     ),
     numba="dslc.ops.scan_numba:lstm_scan_grad",
     flops=_scan_flops(2),
-    doc="BPTT of lstm_scan: (xw, u, h0, c0, y, g) -> [B, T+1, 4H]: d xw for each "
-    "step, then [dh0, dc0, 0, 0]; y is lstm_scan's value, with or without the gates",
+    doc="BPTT of lstm_scan: (xw, u, h0, c0, y, g) -> [B*T + B, 4H]: d xw[b, t] in row "
+    "b*T + t, then [dh0, dc0, 0, 0] per batch row; y is lstm_scan's value, with or without "
+    "the gates",
 )
 
 

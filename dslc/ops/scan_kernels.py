@@ -89,20 +89,30 @@ def _previous(xp, first, seq):
     return xp.concatenate([first[:, None], seq[:, :-1]], axis=1)
 
 
+def lstm_grad_parts(res, bsz, steps):
+    """The two parts of lstm_scan_grad's [B*T + B, 4H] result: d xw as [B, T, 4H] (rows
+    b*T + t) and the last B rows, [dh0, dc0, 0, 0] per batch row."""
+    return res[: bsz * steps].reshape(bsz, steps, -1), res[bsz * steps :]
+
+
 def lstm_scan_grad(xp, xw, u, h0, c0, y, g, out=None):
-    """[B, T+1, 4H]: rows 0..T-1 d(loss)/d(xw); row T holds [dh0, dc0, 0, 0]."""
+    """[B*T + B, 4H]: rows b*T + t hold d(loss)/d(xw[b, t]), row B*T + b [dh0, dc0, 0, 0]
+    of batch row b (so d xw is a contiguous [B, T, 4H] view)."""
     bsz, steps, h4 = xw.shape
-    res = out if out is not None else xp.empty((bsz, steps + 1, h4), xw.dtype)
+    res = out if out is not None else xp.empty((bsz * steps + bsz, h4), xw.dtype)
+    body, tail = lstm_grad_parts(res, bsz, steps)
     ut = xp.ascontiguousarray(u.T)
 
     def rows(lo, hi):
-        _lstm_bwd(xp, xw[lo:hi], u, ut, h0[lo:hi], c0[lo:hi], y[lo:hi], g[lo:hi], res[lo:hi])
+        _lstm_bwd(
+            xp, xw[lo:hi], u, ut, h0[lo:hi], c0[lo:hi], y[lo:hi], g[lo:hi], body[lo:hi], tail[lo:hi]
+        )
 
     _rows(xp, bsz, rows)
     return res
 
 
-def _lstm_bwd(xp, xw, u, ut, h0, c0, y, g, res):
+def _lstm_bwd(xp, xw, u, ut, h0, c0, y, g, res, last):
     bsz, steps, h4 = xw.shape
     h = h4 // 4
     hs, cs = y[:, :, 0], y[:, :, 1]
@@ -154,7 +164,6 @@ def _lstm_bwd(xp, xw, u, ut, h0, c0, y, g, res):
         xp.multiply(dht, fac[:, t, 3 * h :], out=dz[:, 3 * h :])
         xp.matmul(dz, ut, out=dh)
         dc *= f[:, t]
-    last = res[:, steps]
     last[:, :h] = dh
     last[:, h : 2 * h] = dc
     last[:, 2 * h :] = 0

@@ -99,7 +99,7 @@ def _lstm_fwd(xw, u, h0, c0, y, half):
 
 
 @njit(**_OPTS)
-def _lstm_bwd(xw, u, h0, c0, y, g, res, half, one):
+def _lstm_bwd(xw, u, h0, c0, y, g, res, tail, half, one):
     bsz, steps, h4 = xw.shape
     h = h4 // 4
     stored = y.shape[2] == 6  # the forward pass kept the activated gates
@@ -144,7 +144,7 @@ def _lstm_bwd(xw, u, h0, c0, y, g, res, half, one):
                 dcb[j] = dct * f
         cblas.gemm(res[:, t], u, dh, 0.0, True)  # dh = dz @ u.T
     for b in range(bsz):
-        last = res[b, steps]
+        last = tail[b]
         for j in range(h):
             last[j] = dh[b, j]
             last[h + j] = dc[b, j]
@@ -271,13 +271,17 @@ def lstm_scan(xp, xw, u, h0, c0, out=None, gates=False):
 
 def lstm_scan_grad(xp, xw, u, h0, c0, y, g, out=None):
     bsz, steps, h4 = xw.shape
-    res = out if out is not None else np.empty((bsz, steps + 1, h4), xw.dtype)
+    res = out if out is not None else np.empty((bsz * steps + bsz, h4), xw.dtype)
     if not _usable(xw, u, h0, c0, y, g, res):
         return sk.lstm_scan_grad(xp, xw, u, h0, c0, y, g, out=res)
     half, one = xw.dtype.type(0.5), xw.dtype.type(1.0)
+    body, tail = sk.lstm_grad_parts(res, bsz, steps)
 
     def rows(lo, hi):
-        _lstm_bwd(xw[lo:hi], u, h0[lo:hi], c0[lo:hi], y[lo:hi], g[lo:hi], res[lo:hi], half, one)
+        _lstm_bwd(
+            xw[lo:hi], u, h0[lo:hi], c0[lo:hi], y[lo:hi], g[lo:hi], body[lo:hi], tail[lo:hi],
+            half, one,
+        )  # fmt: skip
 
     in_row_slabs(bsz, rows)
     return res
