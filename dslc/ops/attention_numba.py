@@ -30,7 +30,7 @@ from numba.extending import overload
 from dslc.ops import attention_kernels as ak
 from dslc.ops import cblas
 from dslc.ops.blas_pool import in_row_slabs
-from dslc.ops.numba_math import exp32, zero_of
+from dslc.ops.numba_math import exp32, like, zero_of
 
 # reassoc lets LLVM vectorise the row sums (5-8x faster here, measured)
 _OPTS = dict(nogil=True, cache=True, error_model="numpy", fastmath={"contract", "reassoc"})
@@ -70,7 +70,7 @@ def _softmax_row(row, n):
         e = _exp(row[j] - top)
         row[j] = e
         total += e
-    inv = 1 / total
+    inv = like(total, 1) / total
     for j in range(n):
         row[j] = row[j] * inv
 

@@ -21,7 +21,7 @@ from numba import njit
 
 from dslc.ops import norm_kernels as nk
 from dslc.ops.blas_pool import in_row_slabs
-from dslc.ops.numba_math import zero_of
+from dslc.ops.numba_math import like, zero_of
 
 # reassoc lets LLVM vectorise the row sums
 _OPTS = dict(nogil=True, cache=True, error_model="numpy", fastmath={"contract", "reassoc"})
@@ -29,16 +29,16 @@ _OPTS = dict(nogil=True, cache=True, error_model="numpy", fastmath={"contract", 
 
 @njit(**_OPTS)
 def _row_stats(xr, eps):
-    d = xr.shape[0]
+    d = like(eps, xr.shape[0])
     s = zero_of(eps)
-    for j in range(d):
+    for j in range(xr.shape[0]):
         s += xr[j]
     mu = s / d
     v = zero_of(eps)
-    for j in range(d):
+    for j in range(xr.shape[0]):
         t = xr[j] - mu
         v += t * t
-    return mu, 1 / math.sqrt(v / d + eps)
+    return mu, like(eps, 1) / math.sqrt(v / d + eps)
 
 
 @njit(**_OPTS)
@@ -53,6 +53,7 @@ def _forward(x, gamma, beta, eps, y, lo, hi):
 @njit(**_OPTS)
 def _backward(x, gamma, dy, eps, dx, pg, pb, lo, hi):
     d = x.shape[1]
+    dd = like(eps, d)
     for r in range(lo, hi):
         xr, gr, dr = x[r], dy[r], dx[r]
         mu, inv = _row_stats(xr, eps)
@@ -65,8 +66,8 @@ def _backward(x, gamma, dy, eps, dx, pg, pb, lo, hi):
             c += dxh * xh
             pg[j] += gr[j] * xh
             pb[j] += gr[j]
-        a = a / d
-        c = c / d
+        a = a / dd
+        c = c / dd
         for j in range(d):
             xh = (xr[j] - mu) * inv
             dr[j] = inv * (gr[j] * gamma[j] - a - xh * c)

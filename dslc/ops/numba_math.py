@@ -11,6 +11,8 @@ to float32 rounding (a few ulp), built from operations LLVM vectorises:
   fmax, fmin  NumPy's maximum/minimum: NaN if either operand is NaN
   zero_of(x)  a zero of x's float type, for accumulators (never `x - x` or `x * 0`: NaN for
           an infinite or NaN x, such as the garbage of a scratch buffer)
+  like(x, v)  the number v in x's float type (Numba types `float32 / int` as float64, which
+          turns a float32 loop into a float64 one)
 
 NaN and infinities propagate as in NumPy. The polynomials may contract to fused multiply-adds
 (`fastmath={"contract"}`: one rounding instead of two, and 25% faster in the LSTM gates).
@@ -145,3 +147,14 @@ def _zero_of(x):
     if x == types.float32:
         return lambda x: np.float32(0.0)
     return lambda x: 0.0
+
+
+def like(x, v):  # typed by the overload below
+    raise NotImplementedError
+
+
+@overload(like, inline="always")
+def _like(x, v):
+    if x == types.float32:
+        return lambda x, v: np.float32(v)
+    return lambda x, v: float(v)
