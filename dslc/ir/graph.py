@@ -129,6 +129,13 @@ class Graph:
     def users(self, nid: int) -> list[int]:
         return list(dict.fromkeys(self.g.successors(nid)))
 
+    def sole_user(self, nid: int) -> int | None:
+        """The one node that reads `nid`, reading it once; None when there are others."""
+        users = self.users(nid)
+        return (
+            users[0] if len(users) == 1 and self.data(users[0])["inputs"].count(nid) == 1 else None
+        )
+
     def topo_order(self) -> list[int]:
         """Node ids in a deterministic topological order."""
         return list(nx.lexicographical_topological_sort(self.g))

@@ -21,31 +21,17 @@ Importing this module needs numba.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
-from numba import njit, types
-from numba.extending import overload
+from numba import njit
 
 from dslc.ops import attention_kernels as ak
 from dslc.ops import cblas
 from dslc.ops.blas_pool import in_row_slabs
-from dslc.ops.numba_math import exp32, like, zero_of
+from dslc.ops.numba_math import exp_of, like, zero_of
 
 # reassoc lets LLVM vectorise the row sums (5-8x faster here, measured)
 _OPTS = dict(nogil=True, cache=True, error_model="numpy", fastmath={"contract", "reassoc"})
 MAX_MASKS = 2
-
-
-def _exp(x):  # typed by the overload below
-    raise NotImplementedError
-
-
-@overload(_exp, inline="always")
-def _exp_impl(x):
-    if x == types.float32:
-        return lambda x: exp32(x)
-    return lambda x: math.exp(x)
 
 
 @njit(**_OPTS)
@@ -67,7 +53,7 @@ def _softmax_row(row, n):
         top = zero_of(top) / zero_of(top)
     total = zero_of(top)
     for j in range(n):
-        e = _exp(row[j] - top)
+        e = exp_of(row[j] - top)
         row[j] = e
         total += e
     inv = like(total, 1) / total

@@ -67,6 +67,16 @@ def _cols(xflat, c, plane, kh, kw, dh, dw, wp, cols):
 
 
 @njit(**_OPTS)
+def _image_cols(x, ph, pw, xpad, kh, kw, dh, dw, cols):
+    """The wide columns of one image [C, H, W], padded through `xpad` when it must be."""
+    if ph or pw:
+        _padded(x, ph, pw, xpad)
+        x = xpad
+    c, hp, wp = x.shape
+    _cols(x.reshape(-1), c, hp * wp, kh, kw, dh, dw, wp, cols)
+
+
+@njit(**_OPTS)
 def _col2im(cols, c, plane, kh, kw, dh, dw, wp, dflat):
     """dflat[c*plane + i*dh*wp + j*dw + q] += cols[(c*kh + i)*kw + j, q] inside the plane."""
     n = cols.shape[1]
@@ -105,11 +115,7 @@ def _forward(x, w2, y, kh, kw, ph, pw, dh, dw, lo, hi):
     cols = np.empty((w2.shape[1], ho * wp), x.dtype)
     yw = np.empty((w2.shape[0], ho * wp), x.dtype)
     for n in range(lo, hi):
-        src = x[n]
-        if ph or pw:
-            _padded(src, ph, pw, xpad)
-            src = xpad
-        _cols(src.reshape(-1), c, hp * wp, kh, kw, dh, dw, wp, cols)
+        _image_cols(x[n], ph, pw, xpad, kh, kw, dh, dw, cols)
         cblas.gemm_ex(w2, cols, yw, 1.0, 0.0, False, False)
         for k in range(yw.shape[0]):
             dst = y[n, k]
@@ -128,11 +134,7 @@ def _grad_weight(x, g, acc, kh, kw, ph, pw, dh, dw, lo, hi):
     cols = np.empty((acc.shape[1], ho * wp), x.dtype)
     gw = np.empty((o, ho * wp), x.dtype)
     for n in range(lo, hi):
-        src = x[n]
-        if ph or pw:
-            _padded(src, ph, pw, xpad)
-            src = xpad
-        _cols(src.reshape(-1), c, hp * wp, kh, kw, dh, dw, wp, cols)
+        _image_cols(x[n], ph, pw, xpad, kh, kw, dh, dw, cols)
         _widen(g[n], wp, gw)
         cblas.gemm_ex(gw, cols, acc, 1.0, 1.0, False, True)
 

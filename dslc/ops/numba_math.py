@@ -11,6 +11,7 @@ to float32 rounding (a few ulp), built from operations LLVM vectorises:
   fmax, fmin  NumPy's maximum/minimum: NaN if either operand is NaN
   zero_of(x)  a zero of x's float type, for accumulators (never `x - x` or `x * 0`: NaN for
           an infinite or NaN x, such as the garbage of a scratch buffer)
+  exp_of(x), tanh_of(x)  exp32 / tanh32 for a float32 x, `math.exp` / `math.tanh` for float64
   like(x, v)  the number v in x's float type (Numba types `float32 / int` as float64, which
           turns a float32 loop into a float64 one)
 
@@ -20,6 +21,8 @@ Importing this module needs numba.
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 from llvmlite import ir
@@ -158,3 +161,25 @@ def _like(x, v):
     if x == types.float32:
         return lambda x, v: np.float32(v)
     return lambda x, v: float(v)
+
+
+def exp_of(x):  # typed by the overload below
+    raise NotImplementedError
+
+
+@overload(exp_of, inline="always")
+def _exp_of(x):
+    if x == types.float32:
+        return lambda x: exp32(x)
+    return lambda x: math.exp(x)
+
+
+def tanh_of(x):  # typed by the overload below
+    raise NotImplementedError
+
+
+@overload(tanh_of, inline="always")
+def _tanh_of(x):
+    if x == types.float32:
+        return lambda x: tanh32(x)
+    return lambda x: math.tanh(x)

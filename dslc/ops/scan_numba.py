@@ -19,41 +19,27 @@ kernels' signatures, and fall back to them when NumPy's BLAS cannot be bound (`c
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
-from numba import njit, types
-from numba.extending import overload
+from numba import njit
 
 from dslc.ops import cblas
 from dslc.ops import scan_kernels as sk
 from dslc.ops.blas_pool import in_row_slabs
-from dslc.ops.numba_math import tanh32
+from dslc.ops.numba_math import tanh_of
 
 _OPTS = dict(nogil=True, cache=True, error_model="numpy", fastmath={"contract"})
-
-
-def _tanh(x):  # typed by the overload below
-    raise NotImplementedError
-
-
-@overload(_tanh, inline="always")
-def _tanh_impl(x):
-    if x == types.float32:
-        return lambda x: tanh32(x)
-    return lambda x: math.tanh(x)
 
 
 @njit(**_OPTS)
 def _sigmoid(v, n, half):
     for k in range(n):
-        v[k] = half * _tanh(half * v[k]) + half
+        v[k] = half * tanh_of(half * v[k]) + half
 
 
 @njit(**_OPTS)
 def _tanh_(v, n):
     for k in range(n):
-        v[k] = _tanh(v[k])
+        v[k] = tanh_of(v[k])
 
 
 @njit(**_OPTS)
@@ -95,7 +81,7 @@ def _lstm_fwd(xw, u, h0, c0, y, half):
             for j in range(h):
                 c = fg[j] * cp[j] + ig[j] * gg[j]
                 cr[j] = c
-                hr[j] = og[j] * _tanh(c)
+                hr[j] = og[j] * tanh_of(c)
 
 
 @njit(**_OPTS)
@@ -134,7 +120,7 @@ def _lstm_bwd(xw, u, h0, c0, y, g, res, tail, half, one):
                 f = fg[j]
                 gj = gg[j]
                 o = og[j]
-                tc = _tanh(cr[j])
+                tc = tanh_of(cr[j])
                 dht = gh[j] + dhb[j]
                 dct = dcb[j] + gc[j] + dht * o * (one - tc * tc)
                 di[j] = dct * gj * i * (one - i)
@@ -169,9 +155,9 @@ def _gru_fwd(xw, u, bu, h0, y, half):
             ur, uz, un = hr[:h], hr[h : 2 * h], hr[2 * h :]
             br, bz, bn = bu[:h], bu[h : 2 * h], bu[2 * h :]
             for j in range(h):
-                r = half * _tanh(half * (xr[j] + (ur[j] + br[j]))) + half
-                z = half * _tanh(half * (xz[j] + (uz[j] + bz[j]))) + half
-                n = _tanh(xn[j] + r * (un[j] + bn[j]))
+                r = half * tanh_of(half * (xr[j] + (ur[j] + br[j]))) + half
+                z = half * tanh_of(half * (xz[j] + (uz[j] + bz[j]))) + half
+                n = tanh_of(xn[j] + r * (un[j] + bn[j]))
                 out[j] = n + z * (hp[j] - n)
 
 
@@ -201,9 +187,9 @@ def _gru_bwd(xw, u, bu, h0, y, g, res, half, one):
             dur, duz, dun = dhu[:h], dhu[h : 2 * h], dhu[2 * h :]
             for j in range(h):
                 un_b = un[j] + bn[j]
-                r = half * _tanh(half * (xr[j] + (ur[j] + br[j]))) + half
-                z = half * _tanh(half * (xz[j] + (uz[j] + bz[j]))) + half
-                n = _tanh(xn[j] + r * un_b)
+                r = half * tanh_of(half * (xr[j] + (ur[j] + br[j]))) + half
+                z = half * tanh_of(half * (xz[j] + (uz[j] + bz[j]))) + half
+                n = tanh_of(xn[j] + r * un_b)
                 dht = gt[j] + dhb[j]
                 dn = dht * ((one - z) * (one - n * n))
                 dxn[j] = dn
@@ -232,7 +218,7 @@ def _rnn_fwd(xw, u, h0, y):
             x = xw[b, t]
             out = y[b, t]
             for j in range(h):
-                out[j] = _tanh(out[j] + x[j])
+                out[j] = tanh_of(out[j] + x[j])
 
 
 @njit(**_OPTS)

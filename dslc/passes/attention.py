@@ -51,11 +51,6 @@ def attention(graph: Graph) -> Graph:
     return g
 
 
-def _single_user(g: Graph, nid: int) -> int | None:
-    users = g.users(nid)
-    return users[0] if len(users) == 1 and g.data(users[0])["inputs"].count(nid) == 1 else None
-
-
 def _scalar_const(g: Graph, nid: int) -> float | None:
     """The value of a scalar constant (or of a broadcast of one), else None."""
     d = g.data(nid)
@@ -76,7 +71,7 @@ def _match(g: Graph, sm: int):
     t = d["type"]
     if t.rank != 4 or d["attrs"].get("axis") not in (-1, 3) or not is_float(t.dtype):
         return None
-    product = _single_user(g, sm)
+    product = g.sole_user(sm)
     pd = g.data(product) if product is not None else None
     if pd is None or pd["op"] != "matmul" or pd["inputs"][0] != sm:
         return "the weights are read by more than their product with v (dropout?)"
@@ -87,7 +82,7 @@ def _match(g: Graph, sm: int):
         f = _scalar_const(g, fill)
         if f is None or g.data(m)["type"].dtype != "bool":
             return "a `where` before the softmax is not a bool mask with a scalar fill"
-        if _single_user(g, x) != chain[-1]:
+        if g.sole_user(x) != chain[-1]:
             return "the masked scores are read elsewhere too"
         chain.append(x)
         masks.insert(0, m)
@@ -96,13 +91,13 @@ def _match(g: Graph, sm: int):
     if len(masks) > MAX_MASKS:
         return f"more than {MAX_MASKS} masks"
     if g.data(x)["op"] == "scale":
-        if _single_user(g, x) != chain[-1]:
+        if g.sole_user(x) != chain[-1]:
             return "the scaled scores are read elsewhere too"
         scale = float(g.data(x)["attrs"]["c"])
         chain.append(x)
         x = g.data(x)["inputs"][0]
     qk = g.data(x)
-    if qk["op"] != "matmul" or _single_user(g, x) != chain[-1]:
+    if qk["op"] != "matmul" or g.sole_user(x) != chain[-1]:
         return "the scores are not a product q @ k^T read only by the softmax"
     chain.append(x)
     q, kt = qk["inputs"]

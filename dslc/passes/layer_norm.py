@@ -41,11 +41,6 @@ def layer_norm(graph: Graph) -> Graph:
     return g
 
 
-def _only_user(g: Graph, nid: int) -> int | None:
-    users = g.users(nid)
-    return users[0] if len(users) == 1 and g.data(users[0])["inputs"].count(nid) == 1 else None
-
-
 def _last_axis(d: dict) -> bool:
     """Whether a reduction is over the last axis only, keeping it."""
     a, rank = d["attrs"], d["type"].rank
@@ -69,33 +64,28 @@ def _match(g: Graph, mean: int):
     xt = g.data(x)["type"]
     if not (_last_axis(md) and is_float(xt.dtype)):
         return None
-    sub = _only_user(g, mean)
+    sub = g.sole_user(mean)
     if sub is None or g.data(sub)["op"] != "sub" or g.data(sub)["inputs"] != (x, mean):
         return None  # not x - mean(x)
-    norm = _only_user(g, sub)
+    norm = g.sole_user(sub)
     if norm is None or g.data(norm)["op"] != "mul":
         return "x - mean(x) is read by more than one product"
     rs = _other(g.data(norm), sub)
     rsd = g.data(rs)
-    if rsd["op"] != "rsqrt" or _only_user(g, rs) != norm:
+    if rsd["op"] != "rsqrt" or g.sole_user(rs) != norm:
         return "x - mean(x) is not multiplied by rsqrt(var(x) + eps) alone"
     shift = rsd["inputs"][0]
     sd = g.data(shift)
-    if sd["op"] != "add_scalar" or _only_user(g, shift) != rs:
+    if sd["op"] != "add_scalar" or g.sole_user(shift) != rs:
         return "the variance is not shifted by a constant eps"
     var = sd["inputs"][0]
     vd = g.data(var)
-    if (
-        vd["op"] != "var"
-        or vd["inputs"] != (x,)
-        or not _last_axis(vd)
-        or _only_user(g, var) != shift
-    ):
+    if vd["op"] != "var" or vd["inputs"] != (x,) or not _last_axis(vd) or g.sole_user(var) != shift:
         return "not the variance of x over its last axis"
-    scaled = _only_user(g, norm)
+    scaled = g.sole_user(norm)
     if scaled is None or g.data(scaled)["op"] != "mul":
         return "the normalised value is read by more than a product with gamma"
-    shifted = _only_user(g, scaled)
+    shifted = g.sole_user(scaled)
     if shifted is None or g.data(shifted)["op"] != "add":
         return "the scaled value is read by more than a sum with beta"
     gamma, beta = _other(g.data(scaled), norm), _other(g.data(shifted), scaled)

@@ -212,6 +212,22 @@ CASES = [
         "prim.matmul",
     ),
     (
+        "prim_layer_norm_gamma",
+        body("h = prim.layer_norm(x, x, x)", "output h"),
+        ShapeError,
+        (4, 9),
+        ["layer_norm: gamma must be [8], got f32[N, 8]"],
+        None,
+    ),
+    (
+        "prim_attention_rank",
+        body("h = prim.attention(x, x, x)", "output h"),
+        ShapeError,
+        (4, 9),
+        ["attention: q must be [B, heads, T, d], got f32[N, 8]"],
+        None,
+    ),
+    (
         "tensor_attribute",
         body("h = x.size", "output h"),
         NameError_,

@@ -79,3 +79,14 @@ def gpt(layers=2, V=65, T=16, d=32, H=4, B=None, dropout=True, dtype="f32"):
     g.outputs["logits"] = logits
     g.outputs["loss"] = b.op("neg", b.op("mean", b.op("take_along", lp, y, axis=-1)))
     return g
+
+
+def gpt_feeds(graph, rng, batch=2, T=16, V=65):
+    """Feeds for `gpt(...)`'s graph: small random parameters, tokens and targets."""
+    feeds = {
+        name: rng.normal(size=[int(s) for s in graph.data(nid)["type"].shape]) * 0.3
+        for name, nid in graph.params.items()
+    }
+    feeds["x"] = rng.integers(0, V, size=(batch, T))
+    feeds["y"] = rng.integers(0, V, size=(batch, T))
+    return feeds

@@ -3,7 +3,7 @@ and gradients stay those of the chain it replaces."""
 
 import numpy as np
 import pytest
-from pass_gpt import gpt
+from pass_gpt import gpt, gpt_feeds
 from pass_helpers import checked, f64, new_graph, ops_of, results
 
 from dslc.ir.dims import Dim
@@ -111,11 +111,7 @@ def test_the_gpt_graph_gets_one_attention_per_layer_and_keeps_its_values():
     for n in merged.nodes():
         if n.op == "attention":
             assert {merged.data(u)["op"] for u in merged.users(n.id)} <= {"reshape"}
-    params = {
-        name: RNG.normal(size=[int(s) for s in g.data(nid)["type"].shape]) * 0.3
-        for name, nid in g.params.items()
-    }
-    f = {**params, "x": RNG.integers(0, 65, size=(2, 16)), "y": RNG.integers(0, 65, size=(2, 16))}
+    f = gpt_feeds(g, RNG)
     want = results(autodiff(g), f, env={"B": 2})
     got = results(run_pipeline(g, until="dce"), f, env={"B": 2})
     assert want.keys() == got.keys()

@@ -214,7 +214,7 @@ def test_grouping_reads_kinds_never_op_names():
 
 
 def test_gpt_training_step_loses_40_percent_of_its_kernels():
-    from pass_gpt import gpt
+    from pass_gpt import gpt, gpt_feeds
 
     from dslc.passes import attention, autodiff, count_kernels, cse, dce, layer_norm, simplify
 
@@ -224,10 +224,4 @@ def test_gpt_training_step_loses_40_percent_of_its_kernels():
     after = checked(fuse, fused)
     assert count_kernels(after) <= 0.6 * count_kernels(before)
     assert count_kernels(after) < count_kernels(checked(fuse, before))
-    feeds = {
-        name: RNG.normal(size=[int(s) for s in before.data(nid)["type"].shape]) * 0.3
-        for name, nid in before.params.items()
-    }
-    feeds["x"] = RNG.integers(0, 65, size=(2, 16))
-    feeds["y"] = RNG.integers(0, 65, size=(2, 16))
-    same_values(before, after, feeds, rtol=1e-9, env={"B": 2})
+    same_values(before, after, gpt_feeds(before, RNG), rtol=1e-9, env={"B": 2})

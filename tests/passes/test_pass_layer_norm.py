@@ -3,7 +3,7 @@ the values and gradients stay those of the chain it replaces."""
 
 import numpy as np
 import pytest
-from pass_gpt import gpt, ln
+from pass_gpt import gpt, gpt_feeds, ln
 from pass_helpers import checked, f64, new_graph, ops_of, results
 
 from dslc.passes import autodiff, layer_norm, run_pipeline
@@ -81,11 +81,7 @@ def test_the_gpt_graph_keeps_its_values_with_every_layer_norm_replaced():
     g = gpt(layers=2, dropout=False, dtype="f64")
     out = checked(layer_norm, g)
     assert ops_of(out).count("layer_norm") == 5 and "var" not in ops_of(out)
-    params = {
-        name: RNG.normal(size=[int(s) for s in g.data(nid)["type"].shape]) * 0.3
-        for name, nid in g.params.items()
-    }
-    f = {**params, "x": RNG.integers(0, 65, size=(2, 16)), "y": RNG.integers(0, 65, size=(2, 16))}
+    f = gpt_feeds(g, RNG)
     want = results(autodiff(g), f, env={"B": 2})
     got = results(run_pipeline(g, until="dce"), f, env={"B": 2})
     assert want.keys() == got.keys()
