@@ -54,6 +54,7 @@ def main(argv=None) -> int:
         opt.step()
     bp = exe.bound(data[0])
     by_op: dict[str, float] = defaultdict(float)
+    cpu_op: dict[str, float] = defaultdict(float)
     by_scope: dict[str, float] = defaultdict(float)
     calls: dict[str, int] = defaultdict(int)
     total = 0.0
@@ -64,11 +65,12 @@ def main(argv=None) -> int:
                 np.copyto(buf, data[k % len(data)][name], casting="same_kind")
             for (kernel, a, kw, out), nid in zip(bp.steps, bp.nodes):
                 node = bp.plan.nodes[nid]
-                t0 = time.perf_counter()
+                c0, t0 = time.process_time(), time.perf_counter()
                 r = kernel(*a, **kw)
                 if r is not out and r is not None:  # generated kernels return None
                     np.copyto(out, r)
                 dt = time.perf_counter() - t0
+                dc = time.process_time() - c0
                 label = node.op
                 if args.shapes:
                     dims = [
@@ -78,21 +80,27 @@ def main(argv=None) -> int:
                     ]
                     label = f"{node.op} {' '.join(dims)}"[:60]
                 by_op[label] += dt
+                cpu_op[label] += dc
                 calls[label] += 1
                 by_scope[(node.scope or "-").split(".")[0]] += dt
-            t0 = time.perf_counter()
+            c0, t0 = time.process_time(), time.perf_counter()
             for dst, src in bp.copies:
                 np.copyto(dst, src)
             if opt is not None:
                 opt.step()
             by_op["(optimizer + copies)"] += time.perf_counter() - t0
+            cpu_op["(optimizer + copies)"] += time.process_time() - c0
             total += time.perf_counter() - t_step
     n = args.steps
     print(f"{w.name} {args.mode}: {total / n * 1e3:.2f} ms per step, {len(bp.steps)} kernel calls")
     w_op = 60 if args.shapes else 32
-    print(f"{'op':{w_op}} {'ms/step':>9} {'share':>6} {'calls':>6}")
+    # cores: process CPU time over wall time while the op ran (2.0 = both threads busy)
+    print(f"{'op':{w_op}} {'ms/step':>9} {'share':>6} {'calls':>6} {'cores':>5}")
     for op, t in sorted(by_op.items(), key=lambda kv: -kv[1])[: args.top]:
-        print(f"{op:{w_op}} {t / n * 1e3:9.3f} {t / total:6.1%} {calls[op] // n:6d}")
+        cores = cpu_op[op] / t if t else 0.0
+        print(f"{op:{w_op}} {t / n * 1e3:9.3f} {t / total:6.1%} {calls[op] // n:6d} {cores:5.2f}")
+    t_cpu = sum(cpu_op.values())
+    print(f"cores over all ops: {t_cpu / max(sum(by_op.values()), 1e-12):.2f}")
     print(f"\n{'layer':32} {'ms/step':>9} {'share':>6}")
     for sc, t in sorted(by_scope.items(), key=lambda kv: -kv[1])[:12]:
         print(f"{sc:32} {t / n * 1e3:9.3f} {t / total:6.1%}")
