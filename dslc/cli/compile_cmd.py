@@ -174,6 +174,7 @@ def explanation(graph, sources: Mapping[str, str] | None = None) -> str:
             text = _source_line(file, line, sources)
             lines.append(f"    {os.path.basename(file)}:{line:<5} | {text}")
     lines += _pattern_lines(graph, sources)
+    lines += _sink_lines(graph, sources)
     declined = sorted(
         graph.meta.get("fusion_report") or [],
         key=lambda e: (e["span"].file, e["span"].line, e["span"].col) if e.get("span") else ("",),
@@ -220,6 +221,25 @@ def _pattern_lines(graph, sources: dict[str, str]) -> list[str]:
             where = format_span(e.get("span")) or "?"
             why = e["reason"]
             lines.append(f"  {where}: `{start}` (%{e['node']}) not made into `{into}`: {why}")
+    return lines
+
+
+def _sink_lines(graph, sources: dict[str, str]) -> list[str]:
+    """The operations the `sink_slices` pass cut to the positions a slice keeps, by source
+    line (`graph.meta["sink_slices"]`)."""
+    moved = graph.meta.get("sink_slices") or []
+    if not moved:
+        return []
+    by_line: dict[tuple, list[str]] = {}
+    for m in moved:
+        span = m.get("span")
+        key = (span.file, span.line) if span is not None else ("", 0)
+        by_line.setdefault(key, []).append(f"{m['op']} (axis {m['axis']})")
+    lines = ["", f"{len(moved)} operation(s) computed only for the positions a slice keeps"]
+    for (file, line), ops in sorted(by_line.items()):
+        where = f"{os.path.basename(file)}:{line:<5}" if file else "?"
+        lines.append(f"    {where} | {_source_line(file, line, sources) if file else ''}")
+        lines.append(f"           {', '.join(ops)}")
     return lines
 
 

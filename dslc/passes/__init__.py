@@ -17,11 +17,13 @@ from dslc.passes.layer_norm import layer_norm
 from dslc.passes.memory import STORED, estimate_peak, plan_memory
 from dslc.passes.scan_gates import scan_gates
 from dslc.passes.simplify import simplify
+from dslc.passes.sink_slices import sink_slices
 from dslc.passes.verify import verify
 
 PIPELINE = [
     ("attention", attention),  # q k^T, mask, softmax, @ v -> one node (before its gradient)
     ("layer_norm", layer_norm),  # mean, var, rsqrt, * gamma + beta -> one node
+    ("sink_slices", sink_slices),  # compute only the positions a slice keeps
     ("autodiff", autodiff),  # adds the backward graph when the graph has a loss
     ("simplify", simplify),
     ("constfold", constfold),
@@ -95,6 +97,7 @@ __all__ = [
     "verify",
     "attention",
     "layer_norm",
+    "sink_slices",
     "autodiff",
     "simplify",
     "constfold",

@@ -5,7 +5,8 @@ visiting candidates in decreasing topological order, so that every user of a can
 been decided before the candidate is. A producer joins when
 
 - its kind is elementwise, broadcast, reduction or injective (injective ops only at the
-  group's edge: they remap a value read from outside, never one computed inside);
+  group's edge: they remap a value read from outside, never one computed inside; and only
+  the views the code generator reads there, `dslc.codegen.expr.EDGE_VIEWS`);
 - every user of its value is in the group and nothing outside the graph reads it (a fused
   node has one result);
 - its shape is the group's iteration domain `D`, or, when the group reduces axes `A` of `D`,
@@ -27,7 +28,7 @@ from __future__ import annotations
 import heapq
 from dataclasses import dataclass, field
 
-from dslc.codegen.expr import Unsupported, lower
+from dslc.codegen.expr import EDGE_VIEWS, Unsupported, lower
 from dslc.ir.dims import Shape
 from dslc.ir.graph import Graph
 from dslc.ops import REGISTRY
@@ -170,6 +171,10 @@ def _refusal(g, grp: Group, p: int, kind, group_of, root_names) -> str | None:
         return ""
     if p in group_of:
         return ""
+    if k == "injective" and d["op"] not in EDGE_VIEWS:
+        # a slice outside the group is a view the kernel reads through; inside, the
+        # generated kernels could not read it
+        return f"`{d['op']}` is data movement a generated kernel does not read at its edge"
     if p in root_names:
         return f"its value is read outside the graph ({root_names[p]})"
     outside = [u for u in g.users(p) if u not in grp.members]

@@ -140,7 +140,8 @@ def test_unknown_pass(fake, model_file, dslc_cli):
     assert r.exit_code == 1
     assert "Traceback" not in r.output
     assert r.stderr.startswith(
-        "config error: no pass named 'nosuch'; the passes are attention, layer_norm, autodiff"
+        "config error: no pass named 'nosuch'; the passes are attention, layer_norm, sink_slices, "
+        "autodiff"
     )
 
 
@@ -260,3 +261,16 @@ def test_examples_compile(path, dslc_cli):
     )
     check = dslc_cli("check", path).stdout
     assert f"{obj['totals']['params']:,} parameters" in check
+
+
+def test_explain_lists_the_operations_cut_to_the_positions_read(dslc_cli):
+    path = os.path.join(ROOT, "examples", "bert_classifier.nn")
+    sets = ["--set", "vocab=50", "--set", "layers=1", "--set", "drop=0.0"]
+    r = dslc_cli("compile", path, "--explain", *sets)
+    assert r.exit_code == 0, r.output
+    lines = r.stdout.splitlines()
+    i = next(i for i, x in enumerate(lines) if "computed only for the positions" in x)
+    assert re.match(r"\d+ operation\(s\) computed only for the positions a slice keeps", lines[i])
+    cut = "\n".join(lines[i + 1 : lines.index("", i + 1)])
+    assert "bert_classifier.nn:8     | f = x |> dense(ffn" in cut
+    assert "matmul (axis 1)" in cut and "gelu (axis 1)" in cut and "attention (axis 1)" in cut

@@ -170,14 +170,31 @@ def test_random_ops_stay_outside():
 def test_injective_ops_join_only_at_the_edge():
     g, b = new_graph()
     x = b.input("x", f64(3, 4))
-    t = b.op("transpose", x, perm=(1, 0))  # reads x: may join
-    y = b.op("exp", t)
+    r = b.op("reshape", x, shape=(4, 3))  # reads x: joins
+    y = b.op("exp", r)
     g.outputs["y"] = b.op("transpose", b.op("relu", y), perm=(1, 0))  # moves a computed value
     out = checked(fuse, g)
     (f,) = fused_nodes(out)
-    assert member_ops(f) == ["transpose", "exp", "relu"]
+    assert member_ops(f) == ["reshape", "exp", "relu"]
     assert ops_of(out) == ["fused", "transpose"]
     same_values(g, out, {"x": RNG.normal(size=(3, 4))})
+
+
+def test_views_the_generated_kernels_cannot_read_stay_outside():
+    g, b = new_graph()
+    x = b.input("x", f64(3, 4))
+    t = b.op("transpose", x, perm=(1, 0))  # a view of x, read through by the kernel
+    s = b.op("slice", b.input("z", f64(4, 5)), axis_slices=((1, 0, 3, 1),))
+    g.outputs["y"] = b.op("relu", b.op("add", b.op("exp", t), s))
+    out = checked(fuse, g)
+    (f,) = fused_nodes(out)
+    assert member_ops(f) == ["exp", "add", "relu"]
+    assert sorted(ops_of(out)) == ["fused", "slice", "transpose"]
+    assert {op for op, why in reasons(out) if "does not read at its edge" in why} == {
+        "transpose",
+        "slice",
+    }
+    same_values(g, out, {"x": RNG.normal(size=(3, 4)), "z": RNG.normal(size=(4, 5))})
 
 
 def test_training_graph_values_are_kept():

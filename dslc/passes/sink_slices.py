@@ -1,0 +1,225 @@
+"""Move slices toward the inputs, so that only the positions the outputs read are computed.
+
+A BERT-style classifier reads one position of its last encoder layer (`h[:, 0]`, the [CLS]
+row): every other row of that layer's attention output, feed-forward block and layer norms
+is computed and then dropped, and so is its gradient. This pass moves an `index` or a
+one-axis `slice` above the operation that produced its operand when
+
+- that operation treats the positions along the axis independently: elementwise maps and
+  broadcasts (an operand that broadcasts along the axis is left whole), the rows of a
+  matmul by a matrix, layer norm's rows, attention's queries (keys and values stay whole,
+  masks are cut along the query axis), transposes and reshapes that keep the axis, and the
+  indices of a gather, a dropout mask (see below);
+- every reader of the result takes the same positions (otherwise the full result is needed
+  anyway), and the result is not itself an output;
+- the operation draws no random numbers, except a dropout mask, whose elements are drawn
+  independently: the cut mask draws only the kept positions. The masks are then other
+  draws of the same distribution than without this pass (a run is still reproducible from
+  its seed, since the pass always runs).
+
+It repeats until no slice moves. The values are the same; the operations above a moved
+slice run on the taken positions only. It runs before autodiff, so the backward graph is
+built for the smaller forward one. Each move is recorded in `graph.meta["sink_slices"]`
+(the operation, its source location and the axis).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from dslc.errors import DslcError
+from dslc.ir.builder import Builder
+from dslc.ir.dims import numel
+from dslc.ir.graph import GRAPH_OPS, Graph
+
+MAX_ROUNDS = 64
+
+
+@dataclass(frozen=True)
+class Take:
+    """Positions start:stop:step of one axis (ints or None, Python slice semantics)."""
+
+    axis: int
+    start: int | None
+    stop: int | None
+    step: int
+
+    def on(self, axis: int) -> Take:
+        return Take(axis, self.start, self.stop, self.step)
+
+    @property
+    def axis_slices(self) -> tuple:
+        return ((self.axis, self.start, self.stop, self.step),)
+
+
+def _int_or_none(v) -> bool:
+    return v is None or (isinstance(v, int) and not isinstance(v, bool))
+
+
+def _take_of(g: Graph, nid: int) -> Take | None:
+    """The positions an `index` or one-axis `slice` node takes, or None for other nodes."""
+    d = g.data(nid)
+    rank = g.data(d["inputs"][0])["type"].rank
+    if d["op"] == "index":
+        i = d["attrs"]["i"]
+        if not _int_or_none(i) or i is None:
+            return None
+        return Take(d["attrs"]["axis"] % rank, i, None if i == -1 else i + 1, 1)
+    if d["op"] == "slice" and len(d["attrs"]["axis_slices"]) == 1:
+        axis, start, stop, step = d["attrs"]["axis_slices"][0]
+        if _int_or_none(start) and _int_or_none(stop) and isinstance(step, int):
+            return Take(axis % rank, start, stop, step)
+    return None
+
+
+def sink_slices(graph: Graph) -> Graph:
+    """A copy in which slices have moved above the position-wise operations they cut."""
+    g = graph.copy()
+    moved: list[dict] = []
+    for _ in range(MAX_ROUNDS):
+        changed = False
+        for nid in reversed(g.topo_order()):
+            if nid in g and _sink_below(g, nid, moved):
+                changed = True
+        if not changed:
+            break
+    g.meta["sink_slices"] = moved
+    return g
+
+
+def _sink_below(g: Graph, x: int, moved: list[dict]) -> bool:
+    """Move the slices that read `x` above it, when they all take the same positions."""
+    d = g.data(x)
+    users = g.users(x)
+    if d["op"] in GRAPH_OPS or not users or x in g.roots():
+        return False
+    takes = [_take_of(g, u) for u in users]
+    take = takes[0]
+    if take is None or any(t != take for t in takes) or not _shrinks(g, users[0], x):
+        return False
+    rule = _operand_takes(g, x, take)
+    if rule is None:
+        return False
+    operand_takes, attrs = rule
+    b = Builder(g, d.get("span"), d.get("scope", ""))
+    try:
+        operands = [
+            i if t is None else _slice_of(g, b, i, t) for i, t in zip(d["inputs"], operand_takes)
+        ]
+        new = b.op(d["op"], *operands, **attrs)
+    except DslcError:  # a shape rule refused the cut operands: leave this one
+        return False
+    for u in users:
+        if g.data(u)["op"] == "index":
+            with b.at(g.data(u).get("span"), g.data(u).get("scope", "")):
+                g.replace_uses(u, b.op("index", new, axis=take.axis, i=0))
+        else:
+            g.replace_uses(u, new)
+        g.remove(u)
+    g.remove(x)
+    _drop_unread(g, operands)
+    moved.append({"op": d["op"], "span": d.get("span"), "axis": take.axis})
+    return True
+
+
+def _shrinks(g: Graph, user: int, x: int) -> bool:
+    """Whether the slice takes fewer elements than `x` has."""
+    return numel(g.data(user)["type"].shape) != numel(g.data(x)["type"].shape)
+
+
+def _slice_of(g: Graph, b: Builder, src: int, take: Take) -> int:
+    """`src` cut to `take`: an identical slice node already reading it, or a new one."""
+    for u in g.users(src):
+        if g.data(u)["op"] == "slice" and _take_of(g, u) == take:
+            return u
+    return b.op("slice", src, axis_slices=take.axis_slices)
+
+
+def _drop_unread(g: Graph, nodes) -> None:
+    """Remove slices this pass made that nothing reads (a rule was refused)."""
+    for n in nodes:
+        if n in g and g.data(n)["op"] == "slice" and not g.users(n) and n not in g.roots():
+            g.remove(n)
+
+
+def _operand_takes(g: Graph, x: int, take: Take):
+    """(one Take or None per operand, the attributes of the cut operation), or None when
+    the operation does not treat the positions along `take.axis` independently."""
+    from dslc.ops import get_primitive
+
+    d = g.data(x)
+    op, attrs = d["op"], dict(d["attrs"])
+    prim = get_primitive(op)
+    out = d["type"]
+    a, rank = take.axis, out.rank
+    ins = d["inputs"]
+    types = [g.data(i)["type"] for i in ins]
+    if op == "dropout_mask":  # independent draws per element: draw the kept ones only
+        shared = [ax % rank for ax in attrs.get("broadcast_axes") or ()]
+        return None if a in shared else ([take], attrs)
+    if prim.random:
+        return None
+    if prim.kind in ("elementwise", "broadcast"):
+        takes = _broadcast_takes(types, out, take)
+        return None if takes is None else (takes, attrs)
+    if op == "matmul":
+        at, bt = types
+        if bt.rank == 2 and at.rank == rank and a < rank - 1:
+            return [take, None], attrs
+        return None
+    if op == "layer_norm":
+        return ([take, None, None], attrs) if a < rank - 1 else None
+    if op == "attention":
+        takes = _attention_takes(types, take)
+        return None if takes is None else (takes, attrs)
+    if op == "transpose":
+        return [take.on(attrs["perm"][a])], attrs
+    if op == "reshape":
+        it = types[0]
+        if a < it.rank and it.shape[: a + 1] == out.shape[: a + 1]:
+            new_len = _cut_length(it.shape[a], take)
+            attrs["shape"] = tuple(attrs["shape"][:a]) + (new_len,) + tuple(attrs["shape"][a + 1 :])
+            return [take], attrs
+        return None
+    if op == "gather":
+        return ([None, take], attrs) if a < types[1].rank else None
+    return None
+
+
+def _cut_length(length, take: Take):
+    from dslc.ops.shape import slice_length
+
+    return slice_length(length, take.start, take.stop, take.step)
+
+
+def _broadcast_takes(types, out, take: Take):
+    """Per operand of a broadcasting map: the same positions along its aligned axis, or
+    None where it has no such axis or broadcasts along it (size 1)."""
+    takes = []
+    for t in types:
+        ax = take.axis - (out.rank - t.rank)
+        if ax < 0 or (t.shape[ax] == 1 and out.shape[take.axis] != 1):
+            takes.append(None)
+        elif t.shape[ax] == out.shape[take.axis]:
+            takes.append(take.on(ax))
+        else:
+            return None
+    return takes
+
+
+def _attention_takes(types, take: Take):
+    """attention(q, k, v, *masks) -> [B, T, H, e]: a cut of the query axis (1) cuts q's
+    axis 2 and each mask's query axis; keys and values stay whole."""
+    if take.axis != 1:
+        return None
+    q = types[0]
+    takes = [take.on(2), None, None]
+    for m in types[3:]:
+        ax = 2 - (4 - m.rank)
+        if ax < 0 or (m.shape[ax] == 1 and q.shape[2] != 1):
+            takes.append(None)
+        elif m.shape[ax] == q.shape[2]:
+            takes.append(take.on(ax))
+        else:
+            return None
+    return takes
