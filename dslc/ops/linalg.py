@@ -215,6 +215,7 @@ primitive(
     infer=_infer_scatter,
     grad=_g_scatter,
     numpy=_scatter_add_rows,
+    numba="dslc.ops.gather_numba:scatter_add_rows",
     attrs={"n": 0},
     flops=lambda ts, out, a: numel(ts[0].shape),
     doc="sum rows of `g` into an [n, ...] table at `indices` (gradient of gather)",

@@ -64,6 +64,34 @@ def test_scatter_add_rows_matches_add_at(vocab, rows):
     assert np.allclose(_scatter_add_rows(np, g, idx, out=out, n=vocab), want)
 
 
+@pytest.mark.parametrize("vocab,rows", [(65, 4096), (3, 200), (1000, 7), (5, 0)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_compiled_scatter_add_rows_matches_add_at(vocab, rows, dtype):
+    pytest.importorskip("numba")
+    from dslc.ops.gather_numba import scatter_add_rows
+
+    idx = RNG.integers(-vocab, vocab, size=(2, rows // 2))  # negative indices count from the end
+    g = arr(2, rows // 2, 3, 2, dtype=dtype)
+    want = np.zeros((vocab, 3, 2))
+    np.add.at(want, idx.ravel(), g.reshape(-1, 3, 2).astype(np.float64))
+    out = np.full((vocab, 3, 2), 9.0, dtype)
+    assert scatter_add_rows(np, g, idx, out=out, n=vocab) is out
+    tol = 1e-4 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(out, want, rtol=tol, atol=tol)
+
+
+def test_compiled_scatter_add_rows_reports_bad_indices_as_numpy_does():
+    pytest.importorskip("numba")
+    from dslc.ops.gather_numba import scatter_add_rows
+
+    g, idx = arr(4, 3), np.array([0, 1, 7, 2])
+    with pytest.raises(IndexError) as compiled:
+        scatter_add_rows(np, g, idx, n=5)
+    with pytest.raises(IndexError) as plain:
+        _scatter_add_rows(np, g, idx, n=5)
+    assert str(compiled.value) == str(plain.value)
+
+
 CONVS = [  # c, o, (kh, kw), stride, padding, dilation, size
     (1, 4, (3, 3), (1, 1), (0, 0), (1, 1), (8, 9)),
     (3, 5, (3, 3), (1, 1), (1, 1), (1, 1), (7, 7)),
