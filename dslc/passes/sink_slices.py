@@ -9,13 +9,12 @@ one-axis `slice` above the operation that produced its operand when
   broadcasts (an operand that broadcasts along the axis is left whole), the rows of a
   matmul by a matrix, layer norm's rows, attention's queries (keys and values stay whole,
   masks are cut along the query axis), transposes and reshapes that keep the axis, and the
-  indices of a gather, a dropout mask (see below);
+  indices of a gather;
 - every reader of the result takes the same positions (otherwise the full result is needed
   anyway), and the result is not itself an output;
-- the operation draws no random numbers, except a dropout mask, whose elements are drawn
-  independently: the cut mask draws only the kept positions. The masks are then other
-  draws of the same distribution than without this pass (a run is still reproducible from
-  its seed, since the pass always runs).
+- the operation draws no random numbers: a dropout mask keeps its shape, so the numbers
+  drawn do not depend on which passes ran (the fused and unfused pipelines draw the same
+  masks). A dropout reads its operand for the mask's shape too, so the cut stops there.
 
 It repeats until no slice moves. The values are the same; the operations above a moved
 slice run on the taken positions only. It runs before autodiff, so the backward graph is
@@ -101,23 +100,28 @@ def _sink_below(g: Graph, x: int, moved: list[dict]) -> bool:
     if rule is None:
         return False
     operand_takes, attrs = rule
+    from dslc.ops import get_primitive
+
     b = Builder(g, d.get("span"), d.get("scope", ""))
+    operands = [
+        i if t is None else _slice_of(g, b, i, t) for i, t in zip(d["inputs"], operand_takes)
+    ]
+    prim = get_primitive(d["op"])
     try:
-        operands = [
-            i if t is None else _slice_of(g, b, i, t) for i, t in zip(d["inputs"], operand_takes)
-        ]
-        new = b.op(d["op"], *operands, **attrs)
+        cut = prim.infer([g.data(i)["type"] for i in operands], {**prim.attrs, **attrs})
     except DslcError:  # a shape rule refused the cut operands: leave this one
+        _drop_unread(g, operands)
         return False
+    # `x` itself becomes the cut operation: node ids stay those of the source graph
     for u in users:
         if g.data(u)["op"] == "index":
             with b.at(g.data(u).get("span"), g.data(u).get("scope", "")):
-                g.replace_uses(u, b.op("index", new, axis=take.axis, i=0))
+                g.replace_uses(u, b.op("index", x, axis=take.axis, i=0))
         else:
-            g.replace_uses(u, new)
+            g.replace_uses(u, x)
         g.remove(u)
-    g.remove(x)
-    _drop_unread(g, operands)
+    g.set_inputs(x, operands)
+    d["type"], d["attrs"] = cut, {**prim.attrs, **attrs}
     moved.append({"op": d["op"], "span": d.get("span"), "axis": take.axis})
     return True
 
@@ -154,9 +158,6 @@ def _operand_takes(g: Graph, x: int, take: Take):
     a, rank = take.axis, out.rank
     ins = d["inputs"]
     types = [g.data(i)["type"] for i in ins]
-    if op == "dropout_mask":  # independent draws per element: draw the kept ones only
-        shared = [ax % rank for ax in attrs.get("broadcast_axes") or ()]
-        return None if a in shared else ([take], attrs)
     if prim.random:
         return None
     if prim.kind in ("elementwise", "broadcast"):

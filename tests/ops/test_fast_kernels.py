@@ -242,12 +242,17 @@ def test_gru_and_rnn_scans_compiled_match_numpy(dtype, bsz, steps, h):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("masks", [0, 1, 2])
-def test_attention_compiled_matches_numpy_on_head_views(dtype, masks):
+@pytest.mark.parametrize("row_block", [None, 2, 4])
+def test_attention_compiled_matches_numpy_on_head_views(dtype, masks, row_block, monkeypatch):
     """q, k, v as the plan passes them: [B, H, T, d] views of [B, T, H*d] projections (rows
-    with a stride), a causal [T, T] mask and a [B, 1, 1, T] padding mask; one slab per thread."""
+    with a stride), a causal [T, T] mask and a [B, 1, 1, T] padding mask; one slab per thread.
+    With row blocks, each block of queries reads the keys up to the last one it keeps."""
     pytest.importorskip("numba")
     from dslc.ops import attention_kernels as ak
     from dslc.ops import attention_numba as an
+
+    if row_block is not None:
+        monkeypatch.setattr(an, "ROW_BLOCK", row_block)
 
     bsz, heads, t, d = 5, 3, 9, 4
     qkv = arr(bsz, t, 3, heads, d, dtype=dtype)
@@ -266,6 +271,52 @@ def test_attention_compiled_matches_numpy_on_head_views(dtype, masks):
     out = np.full(want.shape, 7, dtype)
     assert an.attention_grad(np, q, k, v, *ms, g, out=out, **attrs) is out
     np.testing.assert_allclose(out, want, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("fill", [-1e9, -np.inf, -1.0, 0.5])
+@pytest.mark.parametrize("t,s", [(9, 9), (7, 12), (12, 5)])
+def test_attention_row_blocks_skip_only_keys_of_zero_weight(dtype, fill, t, s, monkeypatch):
+    """A fill close to the scores (-1.0, 0.5) gives the masked keys a weight: the blocks are
+    computed again over every key. Queries and keys of different lengths; a mask that keeps
+    a different number of keys per row and per batch entry."""
+    pytest.importorskip("numba")
+    from dslc.ops import attention_kernels as ak
+    from dslc.ops import attention_numba as an
+
+    monkeypatch.setattr(an, "ROW_BLOCK", 3)
+    bsz, heads, d = 3, 2, 4
+    q, k, v = (
+        arr(bsz, heads, t, d, dtype=dtype),
+        *(arr(bsz, heads, s, d, dtype=dtype) for _ in "kv"),
+    )
+    keep = np.arange(s)[None, None, None, :] <= (
+        np.arange(t)[:, None] % s + np.arange(bsz)[:, None, None, None]
+    )
+    attrs = {"scale": 0.7, "fills": (fill,)}
+    g = arr(bsz, t, heads, d, dtype=dtype)
+    tol = 2e-6 if dtype == np.float32 else 1e-12
+    want = ak.attention(np, q, k, v, keep, **attrs)
+    np.testing.assert_allclose(an.attention(np, q, k, v, keep, **attrs), want, rtol=tol, atol=tol)
+    if t != s:
+        return  # attention_grad is the self-attention backward (others use primitives)
+    want = ak.attention_grad(np, q, k, v, keep, g, **attrs)
+    got = an.attention_grad(np, q, k, v, keep, g, **attrs)
+    np.testing.assert_allclose(got, want, rtol=tol, atol=tol)
+
+
+def test_attention_row_blocks_are_used_only_where_keys_can_be_skipped():
+    pytest.importorskip("numba")
+    from dslc.ops import attention_numba as an
+
+    t = 2 * an.ROW_BLOCK + 5
+    causal = np.broadcast_to(np.tril(np.ones((t, t), bool)), (4, 2, t, t))
+    ext, rows = an._blocks(causal, causal, 1, t, t)
+    assert rows == an.ROW_BLOCK and ext.shape == (1, 1, 3)  # one scan for every (b, h)
+    assert ext.ravel().tolist() == [an.ROW_BLOCK, 2 * an.ROW_BLOCK, t]
+    full = np.ones((4, 2, t, t), bool)
+    ext, rows = an._blocks(full, full, 1, t, t)
+    assert rows == t and ext.ravel().tolist() == [t]
 
 
 def test_attention_compiled_propagates_nan_like_numpy():

@@ -101,38 +101,19 @@ def test_two_readers_taking_the_same_positions_share_the_move():
     same(g, out, {"x": RNG.standard_normal((3, 5, 6))})
 
 
-def test_columns_of_a_matmul_and_shared_dropout_axes_keep_their_slice():
+def test_columns_of_a_matmul_and_random_masks_keep_their_slice():
     g, b = new_graph()
     x = b.input("x", f64(4, 6))
     w = b.param("w", f64(6, 8))
     cols = b.op("slice", b.op("matmul", x, w), axis_slices=((1, 0, 2, 1),))  # columns
-    d = b.op("mul", x, b.op("dropout_mask", x, p=0.5, broadcast_axes=(0,)))  # one mask row
+    d = b.op("mul", b.op("exp", x), b.op("dropout_mask", x, p=0.5))
     g.outputs["cols"] = cols
     g.outputs["row"] = b.op("index", d, axis=0, i=1)
     out = checked(sink_slices, g)
     assert shapes_of(out, "matmul") == [(4, 8)]
-    assert shapes_of(out, "dropout_mask") == [(1, 6)]
-    assert [m["op"] for m in out.meta["sink_slices"]] == ["mul"]
-
-
-@pytest.mark.parametrize("p", [0.0, 0.5])
-def test_a_dropout_mask_draws_only_the_kept_positions(p):
-    g, b = new_graph()
-    x = b.input("x", f64(4, 5, 6))
-    y = b.op("mul", b.op("tanh", x), b.op("dropout_mask", x, p=p))
-    g.outputs["loss"] = b.op("sum", b.op("index", y, axis=1, i=2))
-    out = checked(sink_slices, g)
-    assert shapes_of(out, "dropout_mask") == [(4, 1, 6)]
-    assert shapes_of(out, "slice") == [(4, 1, 6)]  # x cut once, for tanh and the mask
-    f = {"x": RNG.standard_normal((4, 5, 6))}
-    if p == 0.0:  # nothing dropped: the same values
-        same(g, out, f)
-    else:  # other draws, of the same kind: every element kept at 1 / (1 - p) or dropped
-        from pass_helpers import evaluate
-
-        vals = evaluate(out, f)
-        mask = next(vals[n.id] for n in out.nodes() if n.op == "dropout_mask")
-        assert set(np.unique(mask)) <= {0.0, 2.0} and 0 < mask.sum() < 2 * mask.size
+    assert shapes_of(out, "dropout_mask") == [(4, 6)]  # the same random numbers are drawn
+    assert shapes_of(out, "exp") == [(1, 6)]
+    assert [m["op"] for m in out.meta["sink_slices"]] == ["mul", "exp"]
 
 
 def test_an_output_is_never_removed():
@@ -201,11 +182,11 @@ def test_bert_computes_one_row_of_its_last_layer_with_the_same_loss_and_gradient
     same(checked(autodiff, g), checked(autodiff, out), f, env=env)
 
 
-def test_bert_with_dropout_cuts_its_masks_too():
+def test_bert_with_dropout_keeps_its_masks_and_values():
     g = layer_norm(attention(bert(0.1)))
     out = checked(sink_slices, g)
-    masks = sorted(str(n.type) for n in out.nodes() if n.op == "dropout_mask")
-    assert masks == sorted(["f32[B, 1, 8]"] * 2 + ["f32[B, T, 8]"] * 3 + ["f32[B, 8]"])
+    masks = lambda gr: sorted(str(n.type) for n in gr.nodes() if n.op == "dropout_mask")  # noqa: E731
+    assert masks(out) == masks(g)
+    assert {m["op"] for m in out.meta["sink_slices"]} == {"layer_norm", "add", "mul"}
     f = bert_feeds(g)
-    grads = results(checked(autodiff, out), f, env={"B": 3, "T": 6})
-    assert all(np.isfinite(v).all() for v in grads.values())
+    same(checked(autodiff, g), checked(autodiff, out), f, env={"B": 3, "T": 6})
