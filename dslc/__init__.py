@@ -5,9 +5,12 @@ import os as _os
 __version__ = "0.1.0"
 
 # OpenBLAS's worker threads spin for 2^28 cycles (0.1 s) after each call before they sleep.
-# A dslc step runs threads of its own between GEMMs (the recurrent scans' row slabs), and a
-# spinning BLAS thread took half of their core: 2^22 cycles (about 2 ms) keeps the BLAS
-# threads awake between back-to-back GEMMs and frees the core soon after (lstm_cls step
-# 55-59 -> 41-50 ms, gpt_char unchanged; docs/benchmarks.md). OpenBLAS reads it when NumPy
-# loads it, so it applies when dslc is imported first; a value already set is kept.
-_os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "22")
+# A dslc step runs threads of its own between GEMMs (compiled kernels split in row slabs:
+# attention, layer norm, the recurrent scans, fused elementwise groups), and a spinning BLAS
+# thread holds the core one of them needs: a fused add after a GEMM took 1.7 ms instead of
+# 0.3. 2^18 cycles (about 0.1 ms) keeps the BLAS threads awake between back-to-back GEMMs and
+# frees the core soon after (gpt_char training step 266-339 ms with 2^22, 213-293 ms with
+# 2^18, lstm_cls inference 12.4-12.9 -> 9.2-12.3 ms, three rounds of separate processes;
+# docs/benchmarks.md). OpenBLAS reads it when NumPy loads it, so it applies when dslc is
+# imported first; a value already set is kept.
+_os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "18")
