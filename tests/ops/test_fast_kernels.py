@@ -80,6 +80,21 @@ def test_compiled_scatter_add_rows_matches_add_at(vocab, rows, dtype):
     np.testing.assert_allclose(out, want, rtol=tol, atol=tol)
 
 
+def test_gather_into_a_buffer_matches_take():
+    from dslc.ops.linalg import _gather
+
+    table, idx = arr(7, 3), np.array([[0, -1, 6], [-7, 2, 2]])
+    out = np.full((2, 3, 3), 9.0)
+    assert _gather(np, table, idx, out=out) is out
+    np.testing.assert_array_equal(out, np.take(table, idx, axis=0))
+    for bad in (np.array([0, 7]), np.array([-8, 1])):
+        with pytest.raises(IndexError) as plain:
+            np.take(table, bad, axis=0, out=np.empty((2, 3)))
+        with pytest.raises(IndexError) as ours:
+            _gather(np, table, bad, out=np.empty((2, 3)))
+        assert str(ours.value) == str(plain.value)
+
+
 def test_compiled_scatter_add_rows_reports_bad_indices_as_numpy_does():
     pytest.importorskip("numba")
     from dslc.ops.gather_numba import scatter_add_rows
