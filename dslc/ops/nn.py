@@ -387,11 +387,15 @@ def _scan_dims(xw, u, k, op):
 
 
 def _infer_lstm(ts, attrs):
-    xw, u, h0, c0 = ts
+    if len(ts) not in (4, 5):
+        raise ShapeError(f"lstm_scan takes xw, u, h0, c0 and an optional bias, got {len(ts)}")
+    xw, u, h0, c0 = ts[:4]
     same_dtype(ts, "lstm_scan")
     bsz, steps, h = _scan_dims(xw, u, 4, "lstm_scan")
     _expect(h0, (bsz, h), "lstm_scan", "the initial state h0")
     _expect(c0, (bsz, h), "lstm_scan", "the initial cell c0")
+    if len(ts) == 5:
+        _expect(ts[4], (4 * h,), "lstm_scan", "the bias")
     return xw.with_shape((bsz, steps, 6 if attrs.get("gates") else 2, h))
 
 
@@ -425,9 +429,10 @@ def _g_lstm(b, n, g):
             "lstm_scan with gates=true has no gradient rule: the scan_gates pass sets it "
             "after autodiff, on scans whose backward is already built"
         )
-    xw, u, h0, c0 = n.inputs
+    xw, u, h0, c0 = n.inputs[:4]
+    bias = n.inputs[4:]
     bsz, steps, _, h = n.shape
-    grads = b.op("lstm_scan_grad", xw, u, h0, c0, n.id, g)  # [B*T + B, 4H]
+    grads = b.op("lstm_scan_grad", xw, u, h0, c0, n.id, g, *bias)  # [B*T + B, 4H]
     rows = bsz * steps
     dxw = b.op("slice", grads, axis_slices=((0, 0, rows, 1),))
     dxw = b.op("reshape", dxw, shape=(bsz, steps, 4 * h))
@@ -436,30 +441,37 @@ def _g_lstm(b, n, g):
     dc0 = b.op("slice", last, axis_slices=((1, h, 2 * h, 1),))
     hs = b.op("index", n.id, axis=2, i=0)
     du = weight_grad(b, prev_states(b, h0, hs, bsz, steps, h), dxw, bsz, steps, h, 4 * h)
+    if bias:  # added to every step's pre-activation: the sum of d xw over batch and steps
+        return [dxw, du, dh0, dc0, b.op("sum_to", dxw, shape=(4 * h,))]
     return [dxw, du, dh0, dc0]
 
 
 primitive(
     "lstm_scan",
     kind="opaque",
-    arity=4,
+    arity=None,
     infer=_infer_lstm,
     grad=_g_lstm,
-    numpy=lambda xp, xw, u, h0, c0, out=None, gates=False: sk.lstm_scan(
-        xp, xw, u, h0, c0, out=out, gates=gates
+    numpy=lambda xp, xw, u, h0, c0, *bias, out=None, gates=False: sk.lstm_scan(
+        xp, xw, u, h0, c0, *bias, out=out, gates=gates
     ),
     numba="dslc.ops.scan_numba:lstm_scan",
     attrs={"gates": False},
     flops=_scan_flops(),
-    doc="(xw[B, T, 4H], u[H, 4H], h0, c0) -> [B, T, 2, H]: h and c of every step; gates i, f, "
-    "g, o. With gates=true, [B, T, 6, H]: h, c and the activated gates, which lstm_scan_grad "
-    "then reads instead of computing them again (the `scan_gates` pass sets it)",
+    doc="(xw[B, T, 4H], u[H, 4H], h0, c0[, bias[4H]]) -> [B, T, 2, H]: h and c of every step; "
+    "gates i, f, g, o of xw + bias + h @ u (the bias added in the step's loop). With "
+    "gates=true, [B, T, 6, H]: h, c and the activated gates, which lstm_scan_grad then reads "
+    "instead of computing them again (the `scan_gates` pass sets it)",
 )
 
 
 def _infer_lstm_grad(ts, attrs):
-    xw, u, h0, c0, y, g = ts
-    out = _infer_lstm(ts[:4], {})
+    if len(ts) not in (6, 7):
+        raise ShapeError(
+            f"lstm_scan_grad takes xw, u, h0, c0, y, g and an optional bias, got {len(ts)}"
+        )
+    xw, u, h0, c0, y, g = ts[:6]
+    out = _infer_lstm(ts[:4] + ts[6:], {})
     if y.rank == 4 and y.shape[2] == 6:
         b, t, _, h = out.shape
         _expect(y, (b, t, 6, h), "lstm_scan_grad", "the states and gates")
@@ -473,15 +485,15 @@ def _infer_lstm_grad(ts, attrs):
 primitive(
     "lstm_scan_grad",
     kind="opaque",
-    arity=6,
+    arity=None,
     infer=_infer_lstm_grad,
     grad=no_second_order,
-    numpy=lambda xp, xw, u, h0, c0, y, g, out=None: sk.lstm_scan_grad(
-        xp, xw, u, h0, c0, y, g, out=out
+    numpy=lambda xp, xw, u, h0, c0, y, g, *bias, out=None: sk.lstm_scan_grad(
+        xp, xw, u, h0, c0, y, g, *bias, out=out
     ),
     numba="dslc.ops.scan_numba:lstm_scan_grad",
     flops=_scan_flops(2),
-    doc="BPTT of lstm_scan: (xw, u, h0, c0, y, g) -> [B*T + B, 4H]: d xw[b, t] in row "
+    doc="BPTT of lstm_scan: (xw, u, h0, c0, y, g[, bias]) -> [B*T + B, 4H]: d xw[b, t] in row "
     "b*T + t, then [dh0, dc0, 0, 0] per batch row; y is lstm_scan's value, with or without "
     "the gates",
 )

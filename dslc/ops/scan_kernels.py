@@ -53,15 +53,17 @@ def _rows(xp, n, fn):
         fn(0, n)
 
 
-def lstm_scan(xp, xw, u, h0, c0, out=None, gates=False):
-    """[B, T, 2, H] of h and c; with `gates`, [B, T, 6, H]: h, c, then i, f, g, o activated."""
+def lstm_scan(xp, xw, u, h0, c0, *bias, out=None, gates=False):
+    """[B, T, 2, H] of h and c; with `gates`, [B, T, 6, H]: h, c, then i, f, g, o activated.
+    An optional [4H] bias is added to every step's pre-activations."""
     bsz, steps, h4 = xw.shape
     y = out if out is not None else xp.empty((bsz, steps, 6 if gates else 2, h4 // 4), xw.dtype)
-    _rows(xp, bsz, lambda lo, hi: _lstm_fwd(xp, xw[lo:hi], u, h0[lo:hi], c0[lo:hi], y[lo:hi]))
+    b = bias[0] if bias else None
+    _rows(xp, bsz, lambda lo, hi: _lstm_fwd(xp, xw[lo:hi], u, h0[lo:hi], c0[lo:hi], y[lo:hi], b))
     return y
 
 
-def _lstm_fwd(xp, xw, u, h0, c0, y):
+def _lstm_fwd(xp, xw, u, h0, c0, y, bias):
     bsz, steps, h4 = xw.shape
     h = h4 // 4
     a, b = _lstm_gate_scales(xp, h, xw.dtype)
@@ -72,6 +74,8 @@ def _lstm_fwd(xp, xw, u, h0, c0, y):
         # the states live in y: [B, H] rows with a unit inner stride, which BLAS takes
         xp.matmul(hp, u, out=z)
         z += xw[:, t]
+        if bias is not None:
+            z += bias
         _lstm_gates(xp, z, a, b)
         if y.shape[2] == 6:
             y[:, t, 2:] = z.reshape(bsz, 4, h)
@@ -95,7 +99,7 @@ def lstm_grad_parts(res, bsz, steps):
     return res[: bsz * steps].reshape(bsz, steps, -1), res[bsz * steps :]
 
 
-def lstm_scan_grad(xp, xw, u, h0, c0, y, g, out=None):
+def lstm_scan_grad(xp, xw, u, h0, c0, y, g, *bias, out=None):
     """[B*T + B, 4H]: rows b*T + t hold d(loss)/d(xw[b, t]), row B*T + b [dh0, dc0, 0, 0]
     of batch row b (so d xw is a contiguous [B, T, 4H] view)."""
     bsz, steps, h4 = xw.shape
@@ -104,15 +108,26 @@ def lstm_scan_grad(xp, xw, u, h0, c0, y, g, out=None):
     ut = xp.ascontiguousarray(u.T)
 
     def rows(lo, hi):
+        b = bias[0] if bias else None
         _lstm_bwd(
-            xp, xw[lo:hi], u, ut, h0[lo:hi], c0[lo:hi], y[lo:hi], g[lo:hi], body[lo:hi], tail[lo:hi]
+            xp,
+            xw[lo:hi],
+            u,
+            ut,
+            h0[lo:hi],
+            c0[lo:hi],
+            y[lo:hi],
+            g[lo:hi],
+            body[lo:hi],
+            tail[lo:hi],
+            b,
         )
 
     _rows(xp, bsz, rows)
     return res
 
 
-def _lstm_bwd(xp, xw, u, ut, h0, c0, y, g, res, last):
+def _lstm_bwd(xp, xw, u, ut, h0, c0, y, g, res, last, bias):
     bsz, steps, h4 = xw.shape
     h = h4 // 4
     hs, cs = y[:, :, 0], y[:, :, 1]
@@ -123,6 +138,8 @@ def _lstm_bwd(xp, xw, u, ut, h0, c0, y, g, res, last):
         hprev = _previous(xp, h0, hs)
         gates = xp.matmul(hprev.reshape(-1, h), u).reshape(bsz, steps, h4)
         gates += xw
+        if bias is not None:
+            gates += bias
         _lstm_gates(xp, gates, *_lstm_gate_scales(xp, h, xw.dtype))
     i, f, gg, o = (gates[..., k * h : (k + 1) * h] for k in range(4))
     tc = xp.tanh(cs)

@@ -52,7 +52,7 @@ def _activate(row, h, half):
 
 
 @njit(**_OPTS)
-def _lstm_fwd(xw, u, h0, c0, y, half):
+def _lstm_fwd(xw, u, h0, c0, y, bias, half):
     bsz, steps, h4 = xw.shape
     h = h4 // 4
     keep = y.shape[2] == 6  # also store the activated gates, for the backward pass
@@ -66,7 +66,7 @@ def _lstm_fwd(xw, u, h0, c0, y, half):
             zr = z[b]
             xr = xw[b, t]
             for k in range(h4):
-                zr[k] += xr[k]
+                zr[k] += xr[k] + bias[k]
             _activate(zr, h, half)
             ig, fg, gg, og = zr[:h], zr[h : 2 * h], zr[2 * h : 3 * h], zr[3 * h :]
             if keep:
@@ -85,7 +85,7 @@ def _lstm_fwd(xw, u, h0, c0, y, half):
 
 
 @njit(**_OPTS)
-def _lstm_bwd(xw, u, h0, c0, y, g, res, tail, half, one):
+def _lstm_bwd(xw, u, h0, c0, y, g, res, tail, bias, half, one):
     bsz, steps, h4 = xw.shape
     h = h4 // 4
     stored = y.shape[2] == 6  # the forward pass kept the activated gates
@@ -93,6 +93,11 @@ def _lstm_bwd(xw, u, h0, c0, y, g, res, tail, half, one):
         pre = np.empty((0, 0, h4), xw.dtype)
     else:  # the gate pre-activations of every step, from the stored states: xw + h_prev @ u
         pre = xw.copy()
+        for b in range(bsz):
+            for t in range(steps):
+                row = pre[b, t]
+                for k in range(h4):
+                    row[k] += bias[k]
         cblas.gemm(h0, u, pre[:, 0], 1.0, False)
         if steps > 1:
             for b in range(bsz):
@@ -245,28 +250,38 @@ def _usable(*arrays) -> bool:
     )
 
 
-def lstm_scan(xp, xw, u, h0, c0, out=None, gates=False):
+def _bias(xw, bias):
+    """The bias operand, or zeros: the kernels add one either way (one compiled signature)."""
+    return bias[0] if bias else np.zeros(xw.shape[-1], xw.dtype)
+
+
+def lstm_scan(xp, xw, u, h0, c0, *bias, out=None, gates=False):
     bsz, steps, h4 = xw.shape
     y = out if out is not None else np.empty((bsz, steps, 6 if gates else 2, h4 // 4), xw.dtype)
-    if not _usable(xw, u, h0, c0, y):
-        return sk.lstm_scan(xp, xw, u, h0, c0, out=y, gates=gates)
-    half = xw.dtype.type(0.5)
-    in_row_slabs(bsz, lambda lo, hi: _lstm_fwd(xw[lo:hi], u, h0[lo:hi], c0[lo:hi], y[lo:hi], half))
+    if not _usable(xw, u, h0, c0, y, *bias):
+        return sk.lstm_scan(xp, xw, u, h0, c0, *bias, out=y, gates=gates)
+    half, b = xw.dtype.type(0.5), _bias(xw, bias)
+
+    def rows(lo, hi):
+        _lstm_fwd(xw[lo:hi], u, h0[lo:hi], c0[lo:hi], y[lo:hi], b, half)
+
+    in_row_slabs(bsz, rows)
     return y
 
 
-def lstm_scan_grad(xp, xw, u, h0, c0, y, g, out=None):
+def lstm_scan_grad(xp, xw, u, h0, c0, y, g, *bias, out=None):
     bsz, steps, h4 = xw.shape
     res = out if out is not None else np.empty((bsz * steps + bsz, h4), xw.dtype)
-    if not _usable(xw, u, h0, c0, y, g, res):
-        return sk.lstm_scan_grad(xp, xw, u, h0, c0, y, g, out=res)
+    if not _usable(xw, u, h0, c0, y, g, res, *bias):
+        return sk.lstm_scan_grad(xp, xw, u, h0, c0, y, g, *bias, out=res)
     half, one = xw.dtype.type(0.5), xw.dtype.type(1.0)
     body, tail = sk.lstm_grad_parts(res, bsz, steps)
+    b = _bias(xw, bias)
 
     def rows(lo, hi):
         _lstm_bwd(
             xw[lo:hi], u, h0[lo:hi], c0[lo:hi], y[lo:hi], g[lo:hi], body[lo:hi], tail[lo:hi],
-            half, one,
+            b, half, one,
         )  # fmt: skip
 
     in_row_slabs(bsz, rows)

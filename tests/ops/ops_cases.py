@@ -160,10 +160,12 @@ CASES: dict[str, list[Case]] = {
     "lstm_scan": [
         C(F(2, 3, 8), F(2, 8), F(2, 2), F(2, 2)),
         C(F(2, 3, 8), F(2, 8), F(2, 2), F(2, 2), gates=True, fd=False),  # set after autodiff
+        C(F(2, 3, 8), F(2, 8), F(2, 2), F(2, 2), F(8)),  # with the bias
     ],
     "lstm_scan_grad": [
         C(F(2, 3, 8), F(2, 8), F(2, 2), F(2, 2), F(2, 3, 2, 2), F(2, 3, 2, 2)),
         C(F(2, 3, 8), F(2, 8), F(2, 2), F(2, 2), F(2, 3, 6, 2), F(2, 3, 2, 2)),  # stored gates
+        C(F(2, 3, 8), F(2, 8), F(2, 2), F(2, 2), F(2, 3, 2, 2), F(2, 3, 2, 2), F(8)),  # bias
     ],
     "gru_scan": [C(F(2, 3, 6), F(2, 6), F(6), F(2, 2))],
     "gru_scan_grad": [C(F(2, 3, 6), F(2, 6), F(6), F(2, 2), F(2, 3, 2), F(2, 3, 2))],

@@ -67,13 +67,13 @@ def _take_along(x, indices, axis=-1):
     return torch.gather(x, axis, indices.unsqueeze(axis)).squeeze(axis)
 
 
-def _lstm_scan(xw, u, h0, c0, gates=False):
+def _lstm_scan(xw, u, h0, c0, *bias, gates=False):
     """Gates i, f, g, o as torch.nn.LSTM; [B, T, 2, H] of (h, c) per step, and with `gates`
-    [B, T, 6, H] of (h, c, i, f, g, o activated)."""
+    [B, T, 6, H] of (h, c, i, f, g, o activated); an optional bias added at every step."""
     h, c = h0, c0
     states = []
     for t in range(xw.shape[1]):
-        z = xw[:, t] + h @ u
+        z = xw[:, t] + h @ u + (bias[0] if bias else 0)
         i, f, g, o = z.chunk(4, dim=-1)
         i, f, g, o = torch.sigmoid(i), torch.sigmoid(f), torch.tanh(g), torch.sigmoid(o)
         c = f * c + i * g
