@@ -139,12 +139,12 @@ def row_threads() -> int:
 
 
 def _in_slabs(fn, R: int, C: int, ir: KernelIR):
-    """fn over slabs of rows, one per thread (`blas_pool.in_row_slabs`): the rows of a map
+    """fn over slabs of rows, CHUNKS per thread (`blas_pool.in_row_slabs`): the rows of a map
     or a row reduction are independent. A slab gets views of the operands that have rows
     (the result, full and per-row loads) and the index of its first row, from which the
     strided loads' offsets start; it computes the numbers one call would. A flat map is
     split by elements (rows of one element)."""
-    from dslc.ops.blas_pool import in_row_slabs
+    from dslc.ops.blas_pool import CHUNKS, in_row_slabs
 
     flat = ir.split == 0
     n, c = (R * C, 1) if flat else (R, C)
@@ -166,7 +166,7 @@ def _in_slabs(fn, R: int, C: int, ir: KernelIR):
             ins = [cut(a, k, lo, hi) for a, k in zip(loads, kinds)]
             fn(o, *ins, np.int64(hi - lo), np.int64(c), od, os_, np.int64(lo))
 
-        in_row_slabs(n, slab)
+        in_row_slabs(n, slab, CHUNKS)
 
     return run
 

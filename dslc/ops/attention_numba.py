@@ -19,8 +19,9 @@ the row's maximum by more than exp resolves); a block where that does not hold i
 again over every key (measured on the benchmark's GPT layer: forward 5.6 -> 4.5 ms,
 backward 10.3 -> 9.1 ms, alternating in one process).
 
-The pairs are split into one slab per thread (`blas_pool.in_row_slabs`), each calling
-single-threaded GEMMs (`cblas`, NumPy's own OpenBLAS). float32 uses `exp32` of
+The pairs are split into CHUNKS slabs per thread, which the threads take in turn
+(`blas_pool.in_row_slabs`), each calling single-threaded GEMMs (`cblas`, NumPy's own
+OpenBLAS). float32 uses `exp32` of
 `dslc.ops.numba_math` with a float32 row sum, as the generated softmax does; float64 uses
 `math.exp`. Up to two masks; with more, or operands whose rows do not have a unit stride,
 or without a usable BLAS, the NumPy kernels (`attention_kernels`) run instead.
@@ -34,7 +35,7 @@ from numba import njit
 
 from dslc.ops import attention_kernels as ak
 from dslc.ops import cblas
-from dslc.ops.blas_pool import in_row_slabs
+from dslc.ops.blas_pool import CHUNKS, in_row_slabs
 from dslc.ops.numba_math import exp_of, like, zero_of
 
 # reassoc lets LLVM vectorise the row sums (5-8x faster here, measured)
@@ -249,7 +250,7 @@ def attention(xp, q, k, v, *masks, out=None, scale=1.0, fills=()):
     def slab(lo, hi):
         _forward(q, k, v, m1, m2, n, f1, f2, sc, out, ext, rows, lo, hi)
 
-    in_row_slabs(bsz * nh, slab)
+    in_row_slabs(bsz * nh, slab, CHUNKS)
     return out
 
 
@@ -268,5 +269,5 @@ def attention_grad(xp, q, k, v, *rest, out=None, scale=1.0, fills=()):
     def slab(lo, hi):
         _backward(q, k, v, m1, m2, n, f1, f2, sc, g, out, ext, rows, lo, hi)
 
-    in_row_slabs(bsz * nh, slab)
+    in_row_slabs(bsz * nh, slab, CHUNKS)
     return out

@@ -145,17 +145,35 @@ def _run_slabs(ex, n: int, k: int, fn, caller_takes_one: bool) -> None:
         setter(prev)
 
 
-def in_row_slabs(n: int, fn) -> None:
+CHUNKS = 4  # slabs per thread for kernels whose rows cost alike (`in_row_slabs`)
+
+
+def in_row_slabs(n: int, fn, chunks: int = 1) -> None:
     """fn(lo, hi) over a split of range(n), one slab per thread, every GEMM single-threaded.
 
-    `fn` must release the GIL (a Numba `nogil` kernel) for the slabs to run at once.
+    `fn` must release the GIL (a Numba `nogil` kernel) for the slabs to run at once. With
+    `chunks` > 1, range(n) is cut into that many slabs per thread, which the threads take
+    in turn as they finish one: a thread that starts late (its core still held by another
+    thread, or by another process) then takes fewer, and the call does not wait for it.
     """
     ex = row_pool() if n > 1 else None
     if ex is None:
         with single_threaded():
             fn(0, n)
         return
-    _run_slabs(ex, n, min(n, _state["threads"]), fn, caller_takes_one=True)
+    k = min(n, _state["threads"])
+    if chunks <= 1 or n < 2 * k:
+        _run_slabs(ex, n, k, fn, caller_takes_one=True)
+        return
+    m = min(n, k * chunks)
+    bounds = [n * i // m for i in range(m + 1)]
+    todo = iter(range(m))  # shared: next() on a range iterator is atomic under the GIL
+
+    def take(lo, hi):
+        for j in todo:
+            fn(bounds[j], bounds[j + 1])
+
+    _run_slabs(ex, k, k, take, caller_takes_one=True)
 
 
 def stacked_matmul(a, b, out=None):

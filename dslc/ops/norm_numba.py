@@ -5,11 +5,13 @@ square root and three products over the [R, D] activations, and its backward ano
 operations, several of them full passes that the fusion pass cannot join (their values have
 more than one reader). Here the forward is one pass over each row (statistics, then the
 normalised row) and the backward one more: the row statistics are computed again, dx is
-written, and d gamma and d beta are summed per thread in float64 and added up at the end.
+written, and d gamma and d beta are summed per slab in float64 and added up at the end, in
+the order of the slabs.
 
-The rows are split into one slab per thread (`blas_pool.in_row_slabs`). Row sums of float32
-accumulate in float32, as the generated row kernels do. Operands that are not contiguous
-fall back to the NumPy kernels (`norm_kernels`). Importing this module needs numba.
+The rows are split into CHUNKS slabs per thread, taken in turn (`blas_pool.in_row_slabs`).
+Row sums of float32 accumulate in float32, as the generated row kernels do. Operands that
+are not contiguous fall back to the NumPy kernels (`norm_kernels`). Importing this module
+needs numba.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import numpy as np
 from numba import njit
 
 from dslc.ops import norm_kernels as nk
-from dslc.ops.blas_pool import in_row_slabs
+from dslc.ops.blas_pool import CHUNKS, in_row_slabs
 from dslc.ops.numba_math import like, zero_of
 
 # reassoc lets LLVM vectorise the row sums
@@ -90,7 +92,7 @@ def layer_norm(xp, x, gamma, beta, out=None, eps=1e-5):
     def slab(lo, hi):
         _forward(x2, gamma, beta, e, y2, lo, hi)
 
-    in_row_slabs(x2.shape[0], slab)
+    in_row_slabs(x2.shape[0], slab, CHUNKS)
     return out
 
 
@@ -109,9 +111,10 @@ def layer_norm_grad(xp, x, gamma, dy, out=None, eps=1e-5):
     def slab(lo, hi):
         pg, pb = np.zeros(d), np.zeros(d)
         _backward(x2, gamma, dy2, e, out, pg, pb, lo, hi)
-        sums.append((pg, pb))
+        sums.append((lo, pg, pb))
 
-    in_row_slabs(rows, slab)
-    out[rows] = sum(pg for pg, _ in sums)
-    out[rows + 1] = sum(pb for _, pb in sums)
+    in_row_slabs(rows, slab, CHUNKS)
+    sums.sort(key=lambda t: t[0])  # the same sums in the same order, whichever thread ran them
+    out[rows] = sum(pg for _, pg, _ in sums)
+    out[rows + 1] = sum(pb for _, _, pb in sums)
     return out

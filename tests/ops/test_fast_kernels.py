@@ -54,6 +54,24 @@ def test_in_slabs_covers_every_index_once():
     assert seen.tolist() == [2] + [1] * 10
 
 
+@pytest.mark.parametrize("n", [1, 3, 7, 8, 100])
+@pytest.mark.parametrize("chunks", [1, 4])
+def test_row_slabs_cover_every_index_once(n, chunks):
+    """With chunks, the threads take slabs in turn; each slab runs once, whoever takes it."""
+    import threading
+    import time
+
+    seen = np.zeros(n, dtype=int)
+
+    def fn(lo, hi):
+        if threading.current_thread() is not threading.main_thread():
+            time.sleep(0.002)  # a worker that is slow to run: the caller takes more slabs
+        seen[lo:hi] += 1
+
+    blas_pool.in_row_slabs(n, fn, chunks)
+    assert seen.tolist() == [1] * n
+
+
 @pytest.mark.parametrize("vocab,rows", [(50, 40), (3, 200), (1000, 7), (5, 0)])
 def test_scatter_add_rows_matches_add_at(vocab, rows):
     idx = RNG.integers(0, vocab, size=(rows,))
