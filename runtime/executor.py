@@ -54,9 +54,13 @@ class BoundPlan:
         self.steps: list[tuple] = []  # (kernel, args, kwargs, out)
         self.random: list[tuple[int, dict]] = []  # (node, kwargs) of random steps
         self.nodes: list[int] = []  # node id of each step, for anomaly reports
+        inputs = {id(arrays[nid]) for nid in arrays if plan.values[nid].kind == "input"}
+        hidden: set[int] = set()  # inputs read by a view or inside a generated kernel's call
         for s in plan.steps:
             ins = [arrays[i] for i in s.inputs]
             v = plan.values[s.node]
+            if s.view or getattr(s.kernel, "bind", None) is not None:
+                hidden.update(id(a) for a in ins if id(a) in inputs)
             if s.view:
                 r = s.kernel(xp, *ins, **s.attrs)
                 if _shares(xp, r, ins[0]):  # a true view: nothing to do at run time
@@ -79,6 +83,74 @@ class BoundPlan:
         self.copies = [(store.grads[name], arrays[nid]) for name, nid in plan.grad_copies]
         self.copies += [(store.params[name], arrays[nid]) for name, nid in plan.updates]
         self.arrays = arrays
+        self.direct = self._direct_feeds(hidden) if xp is np else []
+
+    def _direct_feeds(self, hidden: set[int]) -> list[tuple[str, object, list[tuple[int, int]]]]:
+        """(name, buffer, [(step, operand)]) of each input that kernels read only as the
+        buffer itself (no view of it, no generated kernel, not an output): a caller's array
+        of the same dtype, shape and layout can then be passed to those kernels instead of
+        being copied into the buffer first. Inputs are never written (only arena buffers
+        are)."""
+        direct = []
+        for name, buf in self.feeds:
+            if id(buf) in hidden:
+                continue
+            spots, others = [], False
+            for i, (_, args, kw, out) in enumerate(self.steps):
+                for j, a in enumerate(args):
+                    if a is buf:
+                        spots.append((i, j))
+                    elif isinstance(a, np.ndarray) and np.may_share_memory(a, buf):
+                        others = True
+                more = [out, *kw.values()]
+                others |= any(
+                    isinstance(a, np.ndarray) and np.may_share_memory(a, buf) for a in more
+                )
+            ends = [a for _, a in self.outputs] + [a for pair in self.copies for a in pair]
+            others |= any(np.may_share_memory(a, buf) for a in ends)
+            if spots and not others:
+                for i in dict.fromkeys(i for i, _ in spots):
+                    kernel, args, kw, out = self.steps[i]
+                    self.steps[i] = (kernel, list(args), kw, out)
+                direct.append((name, buf, spots))
+        return direct
+
+    def feed(self, feeds: Mapping[str, object], graph: Graph, direct: bool) -> None:
+        """Put `feeds` where the kernels read them: copied into the input buffers, or, with
+        `direct`, a caller's array handed to the kernels as it is where that is safe."""
+        xp = self.xp
+        passed = set()
+        if direct:
+            for name, buf, spots in self.direct:
+                src = feeds[name]
+                if (
+                    type(src) is np.ndarray
+                    and src.dtype == buf.dtype
+                    and src.shape == buf.shape
+                    and src.flags.c_contiguous
+                    and src.flags.aligned
+                ):
+                    passed.add(name)
+                    use = src
+                else:
+                    use = buf
+                for i, j in spots:
+                    self.steps[i][1][j] = use
+        else:
+            for _, buf, spots in self.direct:
+                for i, j in spots:
+                    self.steps[i][1][j] = buf
+        for name, buf in self.feeds:
+            if name in passed:
+                continue
+            src = feeds[name] if xp is np else xp.asarray(feeds[name])
+            try:
+                xp.copyto(buf, src, casting="same_kind")
+            except TypeError:
+                raise DataError(
+                    f"array `{name}` has dtype {np.asarray(feeds[name]).dtype}; the model expects"
+                    f" {graph.data(graph.inputs[name])['type']}"
+                ) from None
 
 
 def _shares(xp, a, b) -> bool:
@@ -164,15 +236,7 @@ class Executor:
         """
         bp = self.bound(feeds, "numpy" if check else None)
         xp = self.xp
-        for name, buf in bp.feeds:
-            src = feeds[name] if xp is np else xp.asarray(feeds[name])
-            try:
-                xp.copyto(buf, src, casting="same_kind")
-            except TypeError:
-                raise DataError(
-                    f"array `{name}` has dtype {np.asarray(feeds[name]).dtype}; the model expects"
-                    f" {self.graph.data(self.graph.inputs[name])['type']}"
-                ) from None
+        bp.feed(feeds, self.graph, direct=not check)  # a checked run reads the buffers
         if bp.random:
             s = self.step if step is None else step
             for nid, kw in bp.random:

@@ -273,3 +273,42 @@ def test_no_in_place_write_over_a_value_another_operand_views():
     # NumPy's ufuncs would survive the overlap; CuPy's and multi-step kernels would not
     values = exe.bound({"x": x0}).plan.values
     assert values[y].ref != values[e].ref
+
+
+def _matmul_graph(view: bool):
+    """x [N, 4] @ w, with x read as it is, or also through a view (a transpose)."""
+    g = Graph()
+    b = Builder(g)
+    x = b.input("x", TensorType((N, 4)))
+    w = b.param("w", TensorType((4, 3)), "ones")
+    y = b.op("matmul", x, w)
+    if view:  # + the row sums of x, read through x^T
+        rows = b.op("sum", b.op("transpose", x, perm=(1, 0)), axes=(0,))
+        y = b.op("add", y, b.op("reshape", rows, shape=(N, 1)))
+    g.outputs["y"] = y
+    return g
+
+
+@pytest.mark.parametrize("view", [False, True])
+@pytest.mark.parametrize("kernels", ["numpy", "numba"])
+def test_a_callers_array_is_read_in_place_where_only_kernels_read_it(view, kernels):
+    """No copy of a feed that kernels read as it is; the caller's array is never written, a
+    different array each run is read each run, and a feed of another dtype is converted."""
+    if kernels == "numba":
+        pytest.importorskip("numba")
+    rng = np.random.default_rng(0)
+    exe = Executor(_matmul_graph(view), kernels=kernels)
+    xs = [rng.standard_normal((6, 4)).astype(np.float32) for _ in range(3)]
+    w = exe.store.params["w"]
+    want = [x @ w + (x.sum(axis=1, keepdims=True) if view else 0) for x in xs]
+    keep = [x.copy() for x in xs]
+    for x, y in zip(xs, want):
+        np.testing.assert_allclose(exe.run({"x": x})["y"], y, rtol=1e-5)
+    np.testing.assert_allclose(exe.run({"x": xs[0].astype(np.float64)})["y"], want[0], rtol=1e-5)
+    xs[1][...] = keep[2]  # the same array, new values: read again
+    np.testing.assert_allclose(exe.run({"x": xs[1]})["y"], want[2], rtol=1e-5)
+    assert all(np.array_equal(x, k) for x, k in zip((xs[0], xs[2]), (keep[0], keep[2])))
+    bp = exe.bound({"x": xs[0]})
+    assert [name for name, _, _ in bp.direct] == ([] if view else ["x"])
+    with pytest.raises(AnomalyError, match="input `x` contains NaN"):  # checked runs copy
+        exe.run({"x": np.full((6, 4), np.nan, np.float32)}, check=True)
