@@ -30,6 +30,8 @@ from dslc.errors import DslcError
 from dslc.ir.builder import Builder
 from dslc.ir.dims import numel
 from dslc.ir.graph import GRAPH_OPS, Graph
+from dslc.ops import get_primitive
+from dslc.ops.shape import slice_length
 
 MAX_ROUNDS = 64
 
@@ -51,8 +53,12 @@ class Take:
         return ((self.axis, self.start, self.stop, self.step),)
 
 
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
 def _int_or_none(v) -> bool:
-    return v is None or (isinstance(v, int) and not isinstance(v, bool))
+    return v is None or _is_int(v)
 
 
 def _take_of(g: Graph, nid: int) -> Take | None:
@@ -61,12 +67,12 @@ def _take_of(g: Graph, nid: int) -> Take | None:
     rank = g.data(d["inputs"][0])["type"].rank
     if d["op"] == "index":
         i = d["attrs"]["i"]
-        if not _int_or_none(i) or i is None:
+        if not _is_int(i):
             return None
         return Take(d["attrs"]["axis"] % rank, i, None if i == -1 else i + 1, 1)
     if d["op"] == "slice" and len(d["attrs"]["axis_slices"]) == 1:
         axis, start, stop, step = d["attrs"]["axis_slices"][0]
-        if _int_or_none(start) and _int_or_none(stop) and isinstance(step, int):
+        if _int_or_none(start) and _int_or_none(stop) and _is_int(step):
             return Take(axis % rank, start, stop, step)
     return None
 
@@ -96,19 +102,17 @@ def _sink_below(g: Graph, x: int, moved: list[dict]) -> bool:
     take = takes[0]
     if take is None or any(t != take for t in takes) or not _shrinks(g, users[0], x):
         return False
-    rule = _operand_takes(g, x, take)
+    prim = get_primitive(d["op"])
+    rule = _operand_takes(g, x, prim, take)
     if rule is None:
         return False
     operand_takes, attrs = rule
-    from dslc.ops import get_primitive
-
     b = Builder(g, d.get("span"), d.get("scope", ""))
     operands = [
         i if t is None else _slice_of(g, b, i, t) for i, t in zip(d["inputs"], operand_takes)
     ]
-    prim = get_primitive(d["op"])
     try:
-        cut = prim.infer([g.data(i)["type"] for i in operands], {**prim.attrs, **attrs})
+        cut = prim.infer([g.data(i)["type"] for i in operands], attrs)
     except DslcError:  # a shape rule refused the cut operands: leave this one
         _drop_unread(g, operands)
         return False
@@ -121,7 +125,7 @@ def _sink_below(g: Graph, x: int, moved: list[dict]) -> bool:
             g.replace_uses(u, x)
         g.remove(u)
     g.set_inputs(x, operands)
-    d["type"], d["attrs"] = cut, {**prim.attrs, **attrs}
+    d["type"], d["attrs"] = cut, attrs
     moved.append({"op": d["op"], "span": d.get("span"), "axis": take.axis})
     return True
 
@@ -146,14 +150,11 @@ def _drop_unread(g: Graph, nodes) -> None:
             g.remove(n)
 
 
-def _operand_takes(g: Graph, x: int, take: Take):
+def _operand_takes(g: Graph, x: int, prim, take: Take):
     """(one Take or None per operand, the attributes of the cut operation), or None when
     the operation does not treat the positions along `take.axis` independently."""
-    from dslc.ops import get_primitive
-
     d = g.data(x)
-    op, attrs = d["op"], dict(d["attrs"])
-    prim = get_primitive(op)
+    op, attrs = d["op"], {**prim.attrs, **d["attrs"]}
     out = d["type"]
     a, rank = take.axis, out.rank
     ins = d["inputs"]
@@ -161,7 +162,7 @@ def _operand_takes(g: Graph, x: int, take: Take):
     if prim.random:
         return None
     if prim.kind in ("elementwise", "broadcast"):
-        takes = _broadcast_takes(types, out, take)
+        takes = _broadcast_takes(types, out.rank, take, out.shape[a])
         return None if takes is None else (takes, attrs)
     if op == "matmul":
         at, bt = types
@@ -178,7 +179,7 @@ def _operand_takes(g: Graph, x: int, take: Take):
     if op == "reshape":
         it = types[0]
         if a < it.rank and it.shape[: a + 1] == out.shape[: a + 1]:
-            new_len = _cut_length(it.shape[a], take)
+            new_len = slice_length(it.shape[a], take.start, take.stop, take.step)
             attrs["shape"] = tuple(attrs["shape"][:a]) + (new_len,) + tuple(attrs["shape"][a + 1 :])
             return [take], attrs
         return None
@@ -187,21 +188,17 @@ def _operand_takes(g: Graph, x: int, take: Take):
     return None
 
 
-def _cut_length(length, take: Take):
-    from dslc.ops.shape import slice_length
-
-    return slice_length(length, take.start, take.stop, take.step)
-
-
-def _broadcast_takes(types, out, take: Take):
-    """Per operand of a broadcasting map: the same positions along its aligned axis, or
-    None where it has no such axis or broadcasts along it (size 1)."""
+def _broadcast_takes(types, rank: int, take: Take, length):
+    """Per operand broadcast against a result of `rank` axes whose axis `take.axis` has
+    `length` positions: the same positions along the operand's aligned axis, or None where
+    it has no such axis or broadcasts along it (size 1); None for all when one cannot be
+    cut."""
     takes = []
     for t in types:
-        ax = take.axis - (out.rank - t.rank)
-        if ax < 0 or (t.shape[ax] == 1 and out.shape[take.axis] != 1):
+        ax = take.axis - (rank - t.rank)
+        if ax < 0 or (t.shape[ax] == 1 and length != 1):
             takes.append(None)
-        elif t.shape[ax] == out.shape[take.axis]:
+        elif t.shape[ax] == length:
             takes.append(take.on(ax))
         else:
             return None
@@ -213,14 +210,6 @@ def _attention_takes(types, take: Take):
     axis 2 and each mask's query axis; keys and values stay whole."""
     if take.axis != 1:
         return None
-    q = types[0]
-    takes = [take.on(2), None, None]
-    for m in types[3:]:
-        ax = 2 - (4 - m.rank)
-        if ax < 0 or (m.shape[ax] == 1 and q.shape[2] != 1):
-            takes.append(None)
-        elif m.shape[ax] == q.shape[2]:
-            takes.append(take.on(ax))
-        else:
-            return None
-    return takes
+    queries = take.on(2)  # masks broadcast against the [B, H, T, S] scores
+    masks = _broadcast_takes(types[3:], 4, queries, types[0].shape[2])
+    return None if masks is None else [queries, None, None, *masks]

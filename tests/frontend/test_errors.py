@@ -228,6 +228,26 @@ CASES = [
         None,
     ),
     (
+        "prim_lstm_scan_operands",
+        body("h = prim.lstm_scan(x, x)", "output h"),
+        ShapeError,
+        (4, 9),
+        ["lstm_scan takes xw, u, h0, c0 and an optional bias, got 2"],
+        None,
+    ),
+    (
+        "prim_lstm_scan_bias",
+        body(
+            "s = prim.lstm_scan(reshape(x, [N, 1, 8]), zeros([2, 8]), zeros([N, 2]), "
+            "zeros([N, 2]), zeros([4]))",
+            "output s",
+        ),
+        ShapeError,
+        (4, 9),
+        ["lstm_scan: the bias must be f32[8], got f32[4]"],
+        None,
+    ),
+    (
         "tensor_attribute",
         body("h = x.size", "output h"),
         NameError_,

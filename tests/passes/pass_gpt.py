@@ -5,10 +5,11 @@ passes keep values and that fusion removes enough kernels.
 """
 
 import numpy as np
-from pass_helpers import new_graph
+from pass_helpers import new_graph, same_results
 
 from dslc.ir.dims import Dim
 from dslc.ir.types import TensorType
+from dslc.passes import autodiff, run_pipeline
 
 
 def ln(b, x, name, d, f):
@@ -90,3 +91,9 @@ def gpt_feeds(graph, rng, batch=2, T=16, V=65):
     feeds["x"] = rng.integers(0, V, size=(batch, T))
     feeds["y"] = rng.integers(0, V, size=(batch, T))
     return feeds
+
+
+def pipeline_keeps_values(graph, rng):
+    """The pipeline up to dce gives `graph`'s loss and gradients (B = 2)."""
+    f = gpt_feeds(graph, rng)
+    same_results(autodiff(graph), run_pipeline(graph, until="dce"), f, env={"B": 2}, rtol=1e-9)

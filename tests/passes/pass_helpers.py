@@ -62,6 +62,14 @@ def results(graph: Graph, feeds: dict, **kw) -> dict:
     return out
 
 
+def same_results(before: Graph, after: Graph, feeds: dict, env=None, rtol=1e-10, atol=1e-12):
+    """Both graphs give the same outputs and gradients, name by name."""
+    want, got = results(before, feeds, env=env), results(after, feeds, env=env)
+    assert want.keys() == got.keys()
+    for key in want:
+        np.testing.assert_allclose(got[key], want[key], rtol=rtol, atol=atol, err_msg=key)
+
+
 def numeric_grad(graph: Graph, feeds: dict, name: str, eps=1e-6) -> np.ndarray:
     """Central finite differences of outputs['loss'] with respect to feed `name`, in float64."""
     x = np.array(feeds[name], dtype=np.float64)

@@ -4,7 +4,7 @@ import ast
 import inspect
 
 import numpy as np
-from pass_helpers import checked, f64, new_graph, ops_of, results
+from pass_helpers import checked, f64, new_graph, ops_of, same_results
 
 from dslc.errors import Span
 from dslc.ir.types import TensorType
@@ -28,10 +28,7 @@ def reasons(g):
 
 
 def same_values(before, after, feeds, rtol=1e-12, env=None):
-    want, got = results(before, feeds, env=env), results(after, feeds, env=env)
-    assert want.keys() == got.keys()
-    for k in want:
-        np.testing.assert_allclose(got[k], want[k], rtol=rtol, atol=1e-12, err_msg=k)
+    same_results(before, after, feeds, env=env, rtol=rtol)
 
 
 def test_elementwise_chain_becomes_one_node():

@@ -5,7 +5,7 @@ import os
 
 import numpy as np
 import pytest
-from pass_helpers import checked, f64, new_graph, ops_of, results
+from pass_helpers import checked, f64, new_graph, ops_of, same_results
 
 from dslc.frontend import load_program
 from dslc.ir.dims import Dim
@@ -24,10 +24,7 @@ def feeds_for(g, **given):
 
 
 def same(before, after, f, env=None):
-    want, got = results(before, f, env=env), results(after, f, env=env)
-    assert want.keys() == got.keys()
-    for key in want:
-        np.testing.assert_allclose(got[key], want[key], rtol=1e-9, atol=1e-12, err_msg=key)
+    same_results(before, after, f, env=env, rtol=1e-9)
 
 
 def shapes_of(g, op):
