@@ -174,6 +174,7 @@ def explanation(graph, sources: Mapping[str, str] | None = None) -> str:
             text = _source_line(file, line, sources)
             lines.append(f"    {os.path.basename(file)}:{line:<5} | {text}")
     lines += _pattern_lines(graph, sources)
+    lines += _pack_lines(graph, sources)
     lines += _sink_lines(graph, sources)
     declined = sorted(
         graph.meta.get("fusion_report") or [],
@@ -221,6 +222,27 @@ def _pattern_lines(graph, sources: dict[str, str]) -> list[str]:
             where = format_span(e.get("span")) or "?"
             why = e["reason"]
             lines.append(f"  {where}: `{start}` (%{e['node']}) not made into `{into}`: {why}")
+    return lines
+
+
+def _pack_lines(graph, sources: dict[str, str]) -> list[str]:
+    """The attentions whose q, k and v projections the `pack_qkv` pass made one matmul, and
+    those it left, with why (`graph.meta["pack_qkv"]`, `["pack_qkv_report"]`)."""
+    from dslc.ir.printer import format_span
+
+    packed = graph.meta.get("pack_qkv") or []
+    left = graph.meta.get("pack_qkv_report") or []
+    if not packed and not left:
+        return []
+    lines = ["", f"{len(packed)} attention(s) with q, k and v projected by one matmul"]
+    for e in packed:
+        span = e.get("span")
+        where = f"{os.path.basename(span.file)}:{span.line:<5}" if span is not None else "?"
+        text = _source_line(span.file, span.line, sources) if span is not None else ""
+        lines.append(f"    {where} | {text}  ({e['scope']})")
+    for e in left:
+        where = format_span(e.get("span")) or "?"
+        lines.append(f"  {where}: attention (%{e['node']}) keeps three projections: {e['reason']}")
     return lines
 
 

@@ -75,7 +75,7 @@ def _grad(b, n, g):
         grads = b.op("attention_grad", q, k, v, *masks, g, **n.attrs)
         out = []
         for i in range(3):
-            dx = b.op("index", grads, axis=0, i=i)  # [B, T, H, d]
+            dx = b.op("index", grads, axis=2, i=i)  # [B, T, H, d]
             out.append(b.op("transpose", dx, perm=(0, 2, 1, 3)))
         return out + [None] * len(masks)
     return _unfused_grad(b, n, g) + [None] * len(masks)
@@ -132,7 +132,7 @@ def _infer_grad(ts, attrs):
         raise ShapeError(
             f"attention_grad: the gradient must be {q.dtype}{shape_str(want)}, got {g}"
         )
-    return q.with_shape((3,) + want)
+    return q.with_shape((bsz, t, 3, heads, d))
 
 
 primitive(
@@ -144,6 +144,7 @@ primitive(
     numba="dslc.ops.attention_numba:attention_grad",
     attrs=ATTRS,
     flops=_flops(3),
-    doc="backward of attention: (q, k, v, *masks, g[B, T, H, d]) -> [3, B, T, H, d]: dq, dk, "
-    "dv, each in attention's result layout; the weights are computed again, not stored",
+    doc="backward of attention: (q, k, v, *masks, g[B, T, H, d]) -> [B, T, 3, H, d]: dq, dk, "
+    "dv at index 0, 1, 2 of axis 2, each in attention's result layout (together, the layout "
+    "of one [B, T, 3 * H * d] projection's result); the weights are computed again, not stored",
 )

@@ -33,9 +33,11 @@ def attention(xp, q, k, v, *masks, out=None, scale=1.0, fills=()):
 
 
 def attention_grad(xp, q, k, v, *rest, out=None, scale=1.0, fills=()):
-    """(q, k, v, *masks, g) -> [3, B, T, H, d]: dq, dk, dv, each in the [B, T, H, d] layout;
-    g is the gradient of attention's result ([B, T, H, d]). The weights are computed again
-    from q and k rather than stored (the backward reads no [B, H, T, T] tensor)."""
+    """(q, k, v, *masks, g) -> [B, T, 3, H, d]: dq, dk, dv side by side, each in the
+    [B, T, H, d] layout at index 0, 1, 2 of axis 2 (the layout of one [B, T, 3 * H * d]
+    projection's result); g is the gradient of attention's result ([B, T, H, d]). The
+    weights are computed again from q and k rather than stored (the backward reads no
+    [B, H, T, T] tensor)."""
     masks, g = rest[:-1], rest[-1]
     p = probs(xp, q, k, masks, scale, fills)
     go = g.transpose(0, 2, 1, 3)
@@ -49,7 +51,7 @@ def attention_grad(xp, q, k, v, *rest, out=None, scale=1.0, fills=()):
     dq = xp.matmul(ds, k)
     dk = xp.matmul(xp.swapaxes(ds, -1, -2), q)
     if out is None:
-        out = xp.empty((3,) + g.shape, dtype=g.dtype)
+        out = xp.empty(g.shape[:2] + (3,) + g.shape[2:], dtype=g.dtype)
     for i, x in enumerate((dq, dk, dv)):
-        out[i] = x.transpose(0, 2, 1, 3)
+        out[:, :, i] = x.transpose(0, 2, 1, 3)
     return out

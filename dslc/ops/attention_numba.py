@@ -166,7 +166,7 @@ def _backward(q, k, v, m1, m2, nmask, f1, f2, scale, g, out, ext, rows, lo, hi):
     for bh in range(lo, hi):
         b, h = bh // nh, bh % nh
         eb, eh = min(b, ext.shape[0] - 1), min(h, ext.shape[1] - 1)
-        dk, dv = out[1, b, :, h, :], out[2, b, :, h, :]
+        dk, dv = out[b, :, 1, h, :], out[b, :, 2, h, :]
         if nblk > 1:
             _zero_rows(dk)
             _zero_rows(dv)
@@ -184,7 +184,7 @@ def _backward(q, k, v, m1, m2, nmask, f1, f2, scale, g, out, ext, rows, lo, hi):
                     _mask_row(dpr[i], m1[b, h, r0 + i], zero, e)
                 if nmask > 1:
                     _mask_row(dpr[i], m2[b, h, r0 + i], zero, e)
-            dq = out[0, b, r0:r1, h, :]
+            dq = out[b, r0:r1, 0, h, :]
             cblas.gemm_ex(dpr[:, :e], k[b, h, :e], dq, scale, 0.0, False, False)  # dq = ds k
             cblas.gemm_ex(dpr[:, :e], q[b, h, r0:r1], dk[:e], scale, beta, True, False)  # dk
 
@@ -259,7 +259,7 @@ def attention_grad(xp, q, k, v, *rest, out=None, scale=1.0, fills=()):
     masks, g = rest[:-1], rest[-1]
     bsz, nh, t, _ = q.shape
     if out is None:
-        out = np.empty((3,) + g.shape, g.dtype)
+        out = np.empty(g.shape[:2] + (3,) + g.shape[2:], g.dtype)
     if not _usable(q, k, v, masks, g, out):
         return ak.attention_grad(xp, q, k, v, *rest, out=out, scale=scale, fills=fills)
     m1, m2, n, f1, f2 = _mask_args(masks, (bsz, nh, t, k.shape[2]), fills, q.dtype)

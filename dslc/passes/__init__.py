@@ -15,6 +15,7 @@ from dslc.passes.dce import dce
 from dslc.passes.fuse import fuse
 from dslc.passes.layer_norm import layer_norm
 from dslc.passes.memory import STORED, estimate_peak, plan_memory
+from dslc.passes.pack_qkv import pack_qkv
 from dslc.passes.scan_gates import scan_gates
 from dslc.passes.simplify import simplify
 from dslc.passes.sink_slices import sink_slices
@@ -24,6 +25,7 @@ PIPELINE = [
     ("attention", attention),  # q k^T, mask, softmax, @ v -> one node (before its gradient)
     ("layer_norm", layer_norm),  # mean, var, rsqrt, * gamma + beta -> one node
     ("sink_slices", sink_slices),  # compute only the positions a slice keeps
+    ("pack_qkv", pack_qkv),  # attention's q, k, v projections -> one matmul
     ("autodiff", autodiff),  # adds the backward graph when the graph has a loss
     ("simplify", simplify),
     ("constfold", constfold),
@@ -34,7 +36,7 @@ PIPELINE = [
 ]
 PASS_NAMES = [name for name, _ in PIPELINE]
 # the passes that merge operations into fewer kernels; the others keep every operation
-FUSION_PASSES = ("attention", "layer_norm", "fuse")
+FUSION_PASSES = ("attention", "layer_norm", "pack_qkv", "fuse")
 
 
 @dataclass(frozen=True)
@@ -97,6 +99,7 @@ __all__ = [
     "verify",
     "attention",
     "layer_norm",
+    "pack_qkv",
     "sink_slices",
     "autodiff",
     "simplify",

@@ -1,4 +1,14 @@
-"""Algebraic simplification: local (pattern, replacement) rewrites applied to a fixed point."""
+"""Algebraic simplification: local (pattern, replacement) rewrites applied to a fixed point.
+
+Besides identities (x * 1, transposes that cancel, reshapes that chain), it rejoins a
+gradient that autodiff builds in pieces: the gradient of a tensor read through one index or
+slice per position of an axis is a sum of `slice_grad`s, each the zeros of the whole shape
+with one piece written in. Adjacent pieces are joined into one `slice_grad` of their
+`concat` (`join_slice_grads`), one that covers the whole axis is its operand, and a `concat`
+of every index of one tensor, in order, is that tensor (`whole_from_indexes`). The packed
+q, k, v projection (`pack_qkv`) relies on this: its gradient is attention_grad's result
+itself, a view, not three zero-filled tensors added up.
+"""
 
 from __future__ import annotations
 
@@ -45,9 +55,9 @@ class P:
 class Match(dict):
     """Bindings of one match, plus the graph and a builder at the matched node's location."""
 
-    def __init__(self, g: Graph, b: Builder):
+    def __init__(self, g: Graph, b: Builder, nid: int | None = None):
         super().__init__()
-        self.g, self.b = g, b
+        self.g, self.b, self.nid = g, b, nid  # nid: the node the pattern's root matched
 
     def __getattr__(self, name):
         try:
@@ -65,10 +75,13 @@ def match(pat, nid: int, m: Match) -> bool:
         return m.setdefault(pat.name, nid) == nid
     if isinstance(pat, Const):
         return d["op"] == "const" and bool(np.all(np.asarray(d["attrs"]["value"]) == pat.value))
-    if d["op"] != pat.op or len(d["inputs"]) != len(pat.args):
+    if d["op"] != pat.op:
         return False
-    if not all(match(a, i, m) for a, i in zip(pat.args, d["inputs"])):
-        return False
+    if pat.args != (...,):  # P(op, ...) takes any operands, unmatched
+        if len(d["inputs"]) != len(pat.args):
+            return False
+        if not all(match(a, i, m) for a, i in zip(pat.args, d["inputs"])):
+            return False
     for key, want in pat.attrs.items():
         have = d["attrs"].get(key)
         if isinstance(want, Var):
@@ -112,6 +125,90 @@ def reshape_once(m) -> int:
     return m.b.op("reshape", m.x, shape=m.s)
 
 
+def steps_of_one(axis_slices, m) -> bool:
+    return all(step == 1 for _, _, _, step in axis_slices)
+
+
+def _piece(g: Graph, nid: int):
+    """(axis, start, stop) of a `slice_grad` that writes one piece of one axis with step 1,
+    in concrete non-negative positions, or None."""
+    d = g.data(nid)
+    if d["op"] != "slice_grad" or len(d["attrs"]["axis_slices"]) != 1:
+        return None
+    axis, start, stop, step = d["attrs"]["axis_slices"][0]
+    shape = d["type"].shape
+    axis %= len(shape)
+    n = shape[axis]
+    if step != 1 or not n.is_const:
+        return None
+    start = 0 if start is None else start
+    stop = n.value if stop is None else stop
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in (start, stop)):
+        return None
+    start, stop = (v + n.value if v < 0 else v for v in (start, stop))
+    return (axis, start, stop) if 0 <= start <= stop <= n.value else None
+
+
+def _parts(g: Graph, nid: int, axis: int) -> list[int]:
+    """The operand of a piece, or the operands of the `concat` along `axis` it is (when the
+    piece is its only reader)."""
+    d = g.data(nid)
+    if d["op"] == "concat" and d["attrs"]["axis"] % d["type"].rank == axis and g.sole_user(nid):
+        return list(d["inputs"])
+    return [nid]
+
+
+def join_slice_grads(m) -> int | None:
+    """slice_grad(a, S, [i:j]) + slice_grad(b, S, [j:k]) = slice_grad(concat(a, b), S, [i:k])
+    on one axis, when the sum is the only reader of each piece and neither is an output."""
+    g = m.g
+    lo, hi = m.u, m.w
+    pl, ph = _piece(g, lo), _piece(g, hi)
+    if pl is None or ph is None or lo == hi or pl[0] != ph[0]:
+        return None
+    if g.data(lo)["type"] != g.data(hi)["type"]:
+        return None
+    if pl[1] > ph[1]:
+        (lo, pl), (hi, ph) = (hi, ph), (lo, pl)
+    if pl[2] != ph[1] or g.sole_user(lo) is None or g.sole_user(hi) is None:
+        return None
+    if {lo, hi} & set(g.roots()):  # a piece that is also an output stays
+        return None
+    axis = pl[0]
+    parts = _parts(g, g.data(lo)["inputs"][0], axis) + _parts(g, g.data(hi)["inputs"][0], axis)
+    joined = m.b.op("concat", *parts, axis=axis)
+    shape = g.data(lo)["attrs"]["shape"]
+    return m.b.op("slice_grad", joined, shape=shape, axis_slices=((axis, pl[1], ph[2], 1),))
+
+
+def whole_from_indexes(m) -> int | None:
+    """concat(x[.., 0, ..], x[.., 1, ..], ..., x[.., n-1, ..]) along the indexed axis (each
+    index reshaped back to a length-1 axis) = x."""
+    g = m.g
+    d = g.data(m.nid)
+    rank = d["type"].rank
+    axis = d["attrs"]["axis"] % rank
+    src = None
+    for i, r in enumerate(d["inputs"]):
+        dr = g.data(r)
+        if dr["op"] != "reshape" or g.data(dr["inputs"][0])["op"] != "index":
+            return None
+        di = g.data(dr["inputs"][0])
+        x = di["inputs"][0]
+        xt = g.data(x)["type"]
+        if src not in (None, x) or xt.rank != rank:
+            return None
+        src = x
+        if di["attrs"]["axis"] % rank != axis or di["attrs"]["i"] != i:
+            return None
+        if dr["type"].shape != xt.shape[:axis] + (1,) + xt.shape[axis + 1 :]:
+            return None
+    n = g.data(src)["type"].shape[axis] if src is not None else None
+    if n is None or not n.is_const or n.value != len(d["inputs"]):
+        return None
+    return src
+
+
 X = Var("x")
 
 RULES = [
@@ -134,6 +231,11 @@ RULES = [
     (P("sum_to", X, shape=same_shape_as_x), X),  # sum_to(x, shape(x)) = x
     (P("broadcast_to", X, shape=same_shape_as_x), X),  # broadcast_to(x, shape(x)) = x
     (P("cast", X, dtype=same_dtype_as_x), X),  # cast(x, dtype(x)) = x
+    # gradients of reads through indexes or slices, joined back together
+    (P("add", Var("u"), Var("w")), join_slice_grads),
+    (P("slice_grad", X, shape=same_shape_as_x, axis_slices=steps_of_one), X),
+    # ^ a piece as large as the whole, with step 1, is the whole
+    (P("concat", ...), whole_from_indexes),
 ]
 
 
@@ -169,7 +271,7 @@ def rewrite(g: Graph, b: Builder, nid: int, rules) -> int | None:
     """The id of the first rule's replacement for `nid` that keeps its type, or None."""
     d = g.data(nid)
     for pattern, replacement in rules:
-        m = Match(g, b)
+        m = Match(g, b, nid)
         if not match(pattern, nid, m):
             continue
         with b.at(span=d["span"], scope=d["scope"]):

@@ -141,7 +141,7 @@ def test_unknown_pass(fake, model_file, dslc_cli):
     assert "Traceback" not in r.output
     assert r.stderr.startswith(
         "config error: no pass named 'nosuch'; the passes are attention, layer_norm, sink_slices, "
-        "autodiff"
+        "pack_qkv, autodiff"
     )
 
 
@@ -274,3 +274,20 @@ def test_explain_lists_the_operations_cut_to_the_positions_read(dslc_cli):
     cut = "\n".join(lines[i + 1 : lines.index("", i + 1)])
     assert "bert_classifier.nn:8     | f = x |> dense(ffn" in cut
     assert "matmul (axis 1)" in cut and "gelu (axis 1)" in cut and "attention (axis 1)" in cut
+
+
+def test_explain_lists_the_packed_projections_and_the_attention_left(dslc_cli):
+    path = os.path.join(ROOT, "examples", "bert_classifier.nn")
+    sets = ["--set", "vocab=50", "--set", "layers=2", "--set", "drop=0.0"]
+    r = dslc_cli("compile", path, "--explain", *sets)
+    assert r.exit_code == 0, r.output
+    lines = r.stdout.splitlines()
+    i = lines.index("1 attention(s) with q, k and v projected by one matmul")
+    assert lines[i + 1].startswith("    bert_classifier.nn:6     | a = x |> attention(heads")
+    assert lines[i + 1].endswith("(layers.0.attn)")
+    # the last layer's queries are cut to the [CLS] row: its q is not k's and v's input
+    assert re.match(
+        r"  bert_classifier\.nn:6:\d+: attention \(%\d+\) keeps three projections: q, k and v "
+        r"are projected from different tensors",
+        lines[i + 2],
+    )

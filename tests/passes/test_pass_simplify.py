@@ -129,3 +129,81 @@ def test_cast_to_another_dtype_stays_and_int_identities_apply():
     g.outputs["y"] = b.op("add", i, b.const(0, "i64"))
     out = checked(simplify, g)
     assert out.outputs["y"] == i
+
+
+# --- gradients of reads through indexes, joined back together ---------------------------------
+
+
+def three_reads(x, b, order=(0, 1, 2)):
+    """sum_i c_i * sum(x[:, i, :]^2) over the positions of axis 1, read in `order`."""
+    total = None
+    for i in order:
+        part = b.op("scale", b.op("sum", b.op("square", b.op("index", x, axis=1, i=i))), c=i + 1.0)
+        total = part if total is None else b.op("add", total, part)
+    return total
+
+
+@pytest.mark.parametrize("order", [(0, 1, 2), (2, 0, 1)])
+def test_index_gradients_join_into_one_concat(order):
+    from dslc.passes import autodiff
+
+    g, b = new_graph()
+    x = b.param("x", f32(2, 3, 4))
+    g.outputs["loss"] = three_reads(x, b, order)
+    grad = autodiff(g)
+    assert ops_of(grad).count("slice_grad") == 3
+    out = checked(simplify, grad)
+    ops = ops_of(out)
+    # no zero-filled pieces added up: one concat of the three pieces
+    assert "slice_grad" not in ops and ops.count("concat") == 1
+    (cat,) = [n for n in out.nodes() if n.op == "concat"]
+    assert cat.attrs["axis"] == 1 and out.grads["x"] == cat.id
+    feeds = {"x": np.arange(24.0).reshape(2, 3, 4)}
+    np.testing.assert_allclose(results(out, feeds)["grad:x"], results(grad, feeds)["grad:x"])
+
+
+def test_pieces_that_do_not_touch_or_have_other_readers_stay():
+    g, b = new_graph()
+    x = b.param("x", f32(2, 3))
+    lo = b.op("slice_grad", b.op("reshape", x, shape=(2, 3, 1)), shape=(2, 3, 4),
+              axis_slices=((2, 0, 1, 1),))  # fmt: skip
+    far = b.op("slice_grad", b.op("reshape", x, shape=(2, 3, 1)), shape=(2, 3, 4),
+               axis_slices=((2, 2, 3, 1),))  # fmt: skip
+    g.outputs["gap"] = b.op("add", lo, far)  # positions 0 and 2: not adjacent
+    near = b.op("slice_grad", b.op("reshape", x, shape=(2, 3, 1)), shape=(2, 3, 4),
+                axis_slices=((2, 1, 2, 1),))  # fmt: skip
+    g.outputs["shared"] = b.op("add", near, b.op("slice_grad", b.op("reshape", x, shape=(2, 3, 1)),
+                               shape=(2, 3, 4), axis_slices=((2, 2, 3, 1),)))  # fmt: skip
+    g.outputs["near"] = near  # read by the sum and as an output
+    out = checked(simplify, g)
+    assert "concat" not in ops_of(out)
+    feeds = {"x": np.arange(6.0).reshape(2, 3)}
+    for k, v in results(g, feeds).items():
+        np.testing.assert_array_equal(results(out, feeds)[k], v)
+
+
+def test_a_concat_of_every_index_in_order_is_the_tensor():
+    g, b = new_graph()
+    x = b.input("x", f32(2, 3, 4))
+
+    def piece(i):
+        return b.op("reshape", b.op("index", x, axis=1, i=i), shape=(2, 1, 4))
+
+    g.outputs["all"] = b.op("concat", piece(0), piece(1), piece(2), axis=1)
+    g.outputs["swapped"] = b.op("concat", piece(1), piece(0), piece(2), axis=1)
+    g.outputs["partial"] = b.op("concat", piece(0), piece(1), axis=1)
+    out = checked(simplify, g)
+    assert out.outputs["all"] == x
+    assert out.outputs["swapped"] != x and out.outputs["partial"] != x
+    feeds = {"x": np.arange(24.0).reshape(2, 3, 4)}
+    for k, v in results(g, feeds).items():
+        np.testing.assert_array_equal(results(out, feeds)[k], v)
+
+
+def test_a_full_piece_is_its_operand_unless_it_is_reversed():
+    g, b = new_graph()
+    x = b.input("x", f32(2, 3))
+    g.outputs["whole"] = b.op("slice_grad", x, shape=(2, 3), axis_slices=((1, 0, 3, 1),))
+    g.outputs["reversed"] = b.op("slice_grad", x, shape=(2, 3), axis_slices=((1, None, None, -1),))
+    out = checked(simplify, g)
+    assert out.outputs["whole"] == x and ops_of(out) == ["slice_grad"]
