@@ -8,7 +8,14 @@ been decided before the candidate is. A producer joins when
   group's edge: they remap a value read from outside, never one computed inside; and only
   the views the code generator reads there, `dslc.codegen.expr.EDGE_VIEWS`);
 - every user of its value is in the group and nothing outside the graph reads it (a fused
-  node has one result);
+  node has one result), or it is *recomputed*: an elementwise or broadcast op whose operands
+  are all computed outside fusable groups (a matmul's or convolution's result, a parameter)
+  and at most one of them of its own size, such as the bias add between a matmul and its
+  activation, whose value the activation reads forward and its gradient backward. Each group
+  that reads it then computes it from its operands (reading the same amount: the operand
+  instead of the value), and its own kernel and the value's buffer are gone. This applies
+  only when every reader of its value is a member of such a group; otherwise it stays a
+  kernel of its own;
 - its shape is the group's iteration domain `D`, or, when the group reduces axes `A` of `D`,
   the reduced shape (with or without kept dims). Reductions must reduce the same axes `A`
   of the same domain: a softmax, a layer-norm or a sum of squares becomes one group whose
@@ -124,6 +131,7 @@ def find_groups(g: Graph, order: list[int] | None = None) -> tuple[list[Group], 
     group_of: dict[int, Group] = {}
     groups: list[Group] = []
     report: list[dict] = []
+    cheap = {n for n in order if _recomputable(g, n, kind, root_names)}
 
     for root in reversed(order):
         if root in group_of or kind[root] not in FUSABLE:
@@ -141,26 +149,68 @@ def find_groups(g: Graph, order: list[int] | None = None) -> tuple[list[Group], 
         while heap:
             _, m = heapq.heappop(heap)
             if m != root:
-                why = _refusal(g, grp, m, kind, group_of, root_names)
+                why = _refusal(g, grp, m, kind, group_of, root_names, m in cheap)
                 if why is not None:
                     if why:
                         report.append(_entry(g, grp, m, why))
                     continue
                 grp.members.add(m)
-                group_of[m] = grp
+                if m not in cheap:
+                    group_of[m] = grp
             if kind[m] == "injective":
                 continue  # data movement stays at the edge: its operands are read from outside
             for p in g.data(m)["inputs"]:
                 if p not in queued:
                     queued.add(p)
                     heapq.heappush(heap, (-pos[p], p))
+    return _settle_recomputed(g, groups, cheap, report)
+
+
+def _recomputable(g: Graph, p: int, kind, root_names) -> bool:
+    """Whether `p` may be computed again in each group that reads it (see the module doc)."""
+    d = g.data(p)
+    if kind[p] not in ("elementwise", "broadcast") or p in root_names:
+        return False
+    users = g.users(p)
+    if len(users) < 2 or any(kind.get(u) not in FUSABLE for u in users):
+        return False
+    full = [i for i in d["inputs"] if g.data(i)["type"].shape == d["type"].shape]
+    return len(full) <= 1 and all(kind.get(i) not in FUSABLE for i in d["inputs"])
+
+
+def _settle_recomputed(g: Graph, groups: list[Group], cheap: set[int], report: list[dict]):
+    """Keep a recomputed node in the groups that took it only if every reader of its value is
+    in one of them (then its own one-node group goes); otherwise take it out of them (nothing
+    joined a group through it: its operands are not fusable) and it stays a kernel."""
+    holders: dict[int, list[Group]] = {}
+    for grp in groups:
+        for m in grp.members:
+            if m in cheap and m != grp.root:
+                holders.setdefault(m, []).append(grp)
+    gone = set()
+    for p, grps in holders.items():
+        inside = set().union(*(grp.members for grp in grps))
+        outside = [u for u in g.users(p) if u not in inside]
+        if outside:
+            for grp in grps:
+                grp.members.discard(p)
+                report.append(_entry(g, grp, p, _also_used(g, p, outside or g.users(p), grp)))
+        else:
+            gone.add(p)
+    groups = [grp for grp in groups if not (grp.root in gone and len(grp.members) == 1)]
     return groups, report
 
 
-def _refusal(g, grp: Group, p: int, kind, group_of, root_names) -> str | None:
+def _also_used(g: Graph, p: int, users: list[int], grp: Group) -> str:
+    other = [u for u in users if u not in grp.members] or users
+    return f"its value is also used by `{g.data(other[0])['op']}` outside the group"
+
+
+def _refusal(g, grp: Group, p: int, kind, group_of, root_names, recompute=False) -> str | None:
     """Why `p` cannot join `grp` ('' when it is not a candidate at all), or None if it can.
 
     Joining may set the group's reduced axes or widen its domain (a reduction's input).
+    With `recompute`, readers outside the group do not keep it out (it is computed again).
     """
     d = g.data(p)
     k = kind[p]
@@ -178,8 +228,8 @@ def _refusal(g, grp: Group, p: int, kind, group_of, root_names) -> str | None:
     if p in root_names:
         return f"its value is read outside the graph ({root_names[p]})"
     outside = [u for u in g.users(p) if u not in grp.members]
-    if outside:
-        return f"its value is also used by `{g.data(outside[0])['op']}` outside the group"
+    if outside and not recompute:
+        return _also_used(g, p, outside, grp)
     shape = d["type"].shape
     if k == "reduction":
         in_shape = g.data(d["inputs"][0])["type"].shape
@@ -232,16 +282,28 @@ def fuse(graph: Graph) -> Graph:
     groups, report = find_groups(g, order)
     pos = {n: i for i, n in enumerate(order)}
     fused_of: dict[int, int] = {}
+    shared = _shared(groups)  # recomputed nodes: each group that holds one takes a copy
     for grp in groups:
         if len(grp.members) > 1:
-            f = _wrap(g, grp, sorted(grp.members, key=pos.__getitem__))
-            fused_of.update(dict.fromkeys(grp.members, f))
+            f = _wrap(g, grp, sorted(grp.members, key=pos.__getitem__), shared)
+            fused_of.update(dict.fromkeys(grp.members - shared, f))
+    g.g.remove_nodes_from(shared)
     for entry in report:  # name nodes as they are now: a fused member by its fused node
         entry["group"] = fused_of.get(entry["group"], entry["group"])
         entry["producer"] = fused_of.get(entry["producer"], entry["producer"])
     g.meta["fusion_report"] = report
     g.meta["codegen_report"] = codegen_report(g, set(fused_of.values()))
     return g
+
+
+def _shared(groups: list[Group]) -> set[int]:
+    """The nodes that are members of more than one group."""
+    seen: set[int] = set()
+    shared: set[int] = set()
+    for grp in groups:
+        shared |= seen & grp.members
+        seen |= grp.members
+    return shared
 
 
 def codegen_report(g: Graph, fused: set[int]) -> list[dict]:
@@ -256,8 +318,9 @@ def codegen_report(g: Graph, fused: set[int]) -> list[dict]:
     return out
 
 
-def _wrap(g: Graph, grp: Group, members: list[int]) -> int:
-    """Replace the group's nodes by one `fused` node holding them as its body."""
+def _wrap(g: Graph, grp: Group, members: list[int], shared: set[int] = frozenset()) -> int:
+    """Replace the group's nodes by one `fused` node holding them as its body; the `shared`
+    ones are left for the caller to remove once every group holding them is wrapped."""
     body = Graph()
     inner: dict[int, int] = {}
     operands: list[int] = []
@@ -288,5 +351,5 @@ def _wrap(g: Graph, grp: Group, members: list[int]) -> int:
     }
     fused = g.add("fused", operands, r["type"], attrs, r["span"], r["scope"])
     g.replace_uses(grp.root, fused)
-    g.g.remove_nodes_from(members)
+    g.g.remove_nodes_from([m for m in members if m not in shared])
     return fused

@@ -239,3 +239,65 @@ def test_gpt_training_step_loses_40_percent_of_its_kernels():
     assert count_kernels(after) <= 0.6 * count_kernels(before)
     assert count_kernels(after) < count_kernels(checked(fuse, before))
     same_values(before, after, gpt_feeds(before, RNG), rtol=1e-9, env={"B": 2})
+
+
+def bias_add(b, x, n=3):
+    """x @ w + bias: the add reads a matmul's result and a parameter."""
+    return b.op("add", b.op("matmul", x, b.param("w", f64(3, n))), b.param("bias", f64(n)))
+
+
+def test_a_bias_add_read_by_two_groups_is_computed_in_each():
+    g, b = new_graph()
+    x = b.input("x", f64(4, 3))
+    h = bias_add(b, x)
+    g.outputs["a"] = b.op("tanh", h)  # forward: the activation
+    g.outputs["s"] = b.op("sum", b.op("mul", h, b.op("exp", h)))  # as a gradient would read it
+    out = checked(fuse, g)
+    groups = sorted(member_ops(f) for f in fused_nodes(out))
+    assert groups == [["add", "exp", "mul", "sum"], ["add", "tanh"]]
+    assert ops_of(out).count("add") == 0 and ops_of(out).count("matmul") == 1
+    assert not any(op == "add" for op, _ in reasons(out))
+    f = {"x": RNG.normal(size=(4, 3)), "w": RNG.normal(size=(3, 3)), "bias": RNG.normal(size=3)}
+    same_values(g, out, f)
+
+
+def test_a_shared_value_stays_one_kernel_when_a_reader_cannot_recompute_it():
+    f = {"x": RNG.normal(size=(4, 3)), "w": RNG.normal(size=(3, 3)), "bias": RNG.normal(size=3)}
+    # a reader outside any group (a matmul)
+    g, b = new_graph()
+    x = b.input("x", f64(4, 3))
+    h = bias_add(b, x)
+    g.outputs["a"] = b.op("tanh", h)
+    g.outputs["m"] = b.op("matmul", h, b.param("w2", f64(3, 2)))
+    out = checked(fuse, g)
+    assert ops_of(out).count("add") == 1
+    assert ("add", "its value is also used by `matmul` outside the group") in reasons(out)
+    same_values(g, out, {**f, "w2": RNG.normal(size=(3, 2))})
+    # a reader whose group runs over another shape: taken out of the group that took it
+    g, b = new_graph()
+    x = b.input("x", f64(4, 3))
+    h = bias_add(b, x)
+    g.outputs["a"] = b.op("tanh", h)
+    g.outputs["z"] = b.op("relu", b.op("mul", h, b.input("z", f64(2, 4, 3))))
+    out = checked(fuse, g)
+    assert ops_of(out).count("add") == 1
+    assert sorted(member_ops(n) for n in fused_nodes(out)) == [["mul", "relu"]]
+    same_values(g, out, {**f, "z": RNG.normal(size=(2, 4, 3))})
+
+
+def test_values_computed_by_fusable_ops_or_from_two_full_operands_are_not_recomputed():
+    g, b = new_graph()
+    x = b.input("x", f64(4, 3))
+    h = b.op("add", b.op("exp", x), b.param("bias", f64(3)))  # exp would be computed twice
+    g.outputs["a"] = b.op("tanh", h)
+    g.outputs["b"] = b.op("neg", h)
+    y1 = b.op("matmul", x, b.param("w1", f64(3, 3)))
+    k = b.op("add", y1, b.op("matmul", x, b.param("w2", f64(3, 3))))  # two full-size reads
+    g.outputs["c"] = b.op("tanh", k)
+    g.outputs["d"] = b.op("neg", k)
+    out = checked(fuse, g)
+    assert [op for op, _ in reasons(out)].count("add") >= 2
+    assert (
+        ops_of(out).count("matmul") == 2
+        and sum(member_ops(n).count("add") for n in fused_nodes(out)) == 1
+    )  # only exp + add, as before
