@@ -263,12 +263,17 @@ def test_examples_compile(path, dslc_cli):
     assert f"{obj['totals']['params']:,} parameters" in check
 
 
-def test_explain_lists_the_operations_cut_to_the_positions_read(dslc_cli):
+def explain_bert(dslc_cli, layers: int) -> list[str]:
+    """The lines of `dslc compile --explain` for a small BERT classifier without dropout."""
     path = os.path.join(ROOT, "examples", "bert_classifier.nn")
-    sets = ["--set", "vocab=50", "--set", "layers=1", "--set", "drop=0.0"]
+    sets = ["--set", "vocab=50", "--set", f"layers={layers}", "--set", "drop=0.0"]
     r = dslc_cli("compile", path, "--explain", *sets)
     assert r.exit_code == 0, r.output
-    lines = r.stdout.splitlines()
+    return r.stdout.splitlines()
+
+
+def test_explain_lists_the_operations_cut_to_the_positions_read(dslc_cli):
+    lines = explain_bert(dslc_cli, 1)
     i = next(i for i, x in enumerate(lines) if "computed only for the positions" in x)
     assert re.match(r"\d+ operation\(s\) computed only for the positions a slice keeps", lines[i])
     cut = "\n".join(lines[i + 1 : lines.index("", i + 1)])
@@ -277,11 +282,7 @@ def test_explain_lists_the_operations_cut_to_the_positions_read(dslc_cli):
 
 
 def test_explain_lists_the_packed_projections_and_the_attention_left(dslc_cli):
-    path = os.path.join(ROOT, "examples", "bert_classifier.nn")
-    sets = ["--set", "vocab=50", "--set", "layers=2", "--set", "drop=0.0"]
-    r = dslc_cli("compile", path, "--explain", *sets)
-    assert r.exit_code == 0, r.output
-    lines = r.stdout.splitlines()
+    lines = explain_bert(dslc_cli, 2)
     i = lines.index("1 attention(s) with q, k and v projected by one matmul")
     assert lines[i + 1].startswith("    bert_classifier.nn:6     | a = x |> attention(heads")
     assert lines[i + 1].endswith("(layers.0.attn)")

@@ -70,6 +70,14 @@ def same_results(before: Graph, after: Graph, feeds: dict, env=None, rtol=1e-10,
         np.testing.assert_allclose(got[key], want[key], rtol=rtol, atol=atol, err_msg=key)
 
 
+def with_params(g: Graph, rng, **given) -> dict:
+    """Feeds: `given`, plus every param of `g` drawn from N(0, 0.25) with `rng`."""
+    f = dict(given)
+    for name, nid in g.params.items():
+        f[name] = rng.standard_normal([int(s) for s in g.data(nid)["type"].shape]) * 0.5
+    return f
+
+
 def numeric_grad(graph: Graph, feeds: dict, name: str, eps=1e-6) -> np.ndarray:
     """Central finite differences of outputs['loss'] with respect to feed `name`, in float64."""
     x = np.array(feeds[name], dtype=np.float64)

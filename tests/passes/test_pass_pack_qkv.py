@@ -5,7 +5,7 @@ import os
 
 import numpy as np
 import pytest
-from pass_helpers import checked, f64, new_graph, ops_of, same_results
+from pass_helpers import checked, f64, new_graph, ops_of, same_results, with_params
 
 from dslc.frontend import load_program
 from dslc.passes import attention, autodiff, layer_norm, pack_qkv, simplify, sink_slices
@@ -15,10 +15,7 @@ RNG = np.random.default_rng(11)
 
 
 def feeds_for(g, **given):
-    f = dict(given)
-    for name, nid in g.params.items():
-        f[name] = RNG.standard_normal([int(s) for s in g.data(nid)["type"].shape]) * 0.5
-    return f
+    return with_params(g, RNG, **given)
 
 
 def example(name, **sets):
