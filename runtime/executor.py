@@ -24,12 +24,65 @@ from dslc.ir.types import np_dtype
 MAX_PLANS = 16  # bound plans kept per executor (each holds its buffers)
 
 
-class BoundPlan:
-    """A plan with every value given its array: the run loop is a list of ready calls."""
+def _fixed(plan: Plan) -> set[int]:
+    """The nodes of an inference plan computed from parameters and constants only (sources
+    included, nothing random); empty for a plan that writes gradients or updates, whose
+    parameters change every run."""
+    if (
+        plan.grad_copies
+        or plan.updates
+        or any(v is not None and v.kind == "grad" for v in plan.values.values())
+    ):
+        return set()
+    fixed = {
+        nid for nid, v in plan.values.items() if v is not None and v.kind in ("param", "const")
+    }
+    for s in plan.steps:
+        if not s.random and all(i in fixed for i in s.inputs):
+            fixed.add(s.node)
+    return fixed
 
-    def __init__(self, plan: Plan, store: ParamStore, xp):
+
+class Kept:
+    """An executor's buffers of parameter-only values, shared by its bound plans (a projected
+    table is allocated once, not once per input shape), with the plan that last wrote each:
+    a plan trusts its hoisted values only if it wrote them itself."""
+
+    def __init__(self):
+        self.arrays: dict[tuple, object] = {}
+        self.writer: dict[tuple, int] = {}
+        self.plans = 0  # plans bound so far: each gets its own number
+
+    def number(self) -> int:
+        self.plans += 1
+        return self.plans
+
+
+def _same_bits(xp, a, b) -> bool:
+    """Whether two arrays of one dtype and shape hold the same bits (NaN equals itself)."""
+    if a.dtype.kind in "fc":
+        kind = np.dtype(f"u{a.dtype.itemsize}") if a.dtype.itemsize <= 8 else None
+        if kind is not None:
+            a, b = a.view(kind), b.view(kind)
+    return bool(xp.array_equal(a, b))
+
+
+class BoundPlan:
+    """A plan with every value given its array: the run loop is a list of ready calls.
+
+    In an inference plan, the steps computed from parameters and constants only (a
+    projected embedding table, concatenated attention weights, a sum of two biases) are
+    `hoisted`: they write buffers of their own, and `refresh()` runs them only when the
+    parameters they read differ, bit for bit, from a copy taken when they last ran.
+    """
+
+    def __init__(self, plan: Plan, store: ParamStore, xp, kept: Kept | None = None):
         self.plan = plan
         self.xp = xp
+        fixed = _fixed(plan)
+        self.kept = Kept() if kept is None else kept
+        self.kept_keys: list[tuple] = []
+        self.number = self.kept.number()
         arena = [xp.empty(n, dtype=np.uint8) for n in plan.buffers]
         arrays: dict[int, object] = {}
         self.feeds: list[tuple[str, object]] = []
@@ -48,10 +101,18 @@ class BoundPlan:
                 arrays[nid] = arr
             elif v.kind == "const":
                 arrays[nid] = xp.asarray(np.asarray(v.ref, dtype=dt))
+            elif v.kind == "buffer" and nid in fixed:  # kept between runs, not in the arena
+                key = (nid, tuple(v.shape), dt)
+                if key not in self.kept.arrays:
+                    self.kept.arrays[key] = xp.empty(v.shape, dtype=dt)
+                arrays[nid] = self.kept.arrays[key]
+                self.kept_keys.append(key)
             elif v.kind == "buffer":
                 n = v.nbytes
                 arrays[nid] = arena[v.ref][:n].view(dt).reshape(v.shape)
         self.steps: list[tuple] = []  # (kernel, args, kwargs, out)
+        self.hoisted: list[tuple] = []  # the same, for parameter-only steps
+        self.hoisted_nodes: list[int] = []
         self.random: list[tuple[int, dict]] = []  # (node, kwargs) of random steps
         self.nodes: list[int] = []  # node id of each step, for anomaly reports
         inputs = {id(arrays[nid]) for nid in arrays if plan.values[nid].kind == "input"}
@@ -68,22 +129,47 @@ class BoundPlan:
                     continue
                 arrays[s.node] = xp.empty(v.shape, dtype=np_dtype(v.dtype))  # copied per run
             out = arrays[s.node]
+            steps, nodes = (
+                (self.hoisted, self.hoisted_nodes) if s.node in fixed else (self.steps, self.nodes)
+            )
             bind = getattr(s.kernel, "bind", None)
             if bind is not None:  # a generated kernel: the call is prepared once, here
                 fn, args = bind(xp, ins, out, **s.attrs)
-                self.steps.append((fn, args, {}, out))
-                self.nodes.append(s.node)
+                steps.append((fn, args, {}, out))
+                nodes.append(s.node)
                 continue
             kw = dict(s.attrs, out=out)
             if s.random:
                 self.random.append((s.node, kw))
-            self.steps.append((s.kernel, (xp, *ins), kw, out))
-            self.nodes.append(s.node)
+            steps.append((s.kernel, (xp, *ins), kw, out))
+            nodes.append(s.node)
+        read = dict.fromkeys(i for s in plan.steps if s.node in fixed for i in s.inputs)
+        self.hoist_params = [arrays[i] for i in read if plan.values[i].kind == "param"]
+        self.snapshot: list | None = None  # the parameters as the hoisted steps last read them
         self.outputs = [(name, arrays[nid]) for name, nid in plan.outputs.items()]
         self.copies = [(store.grads[name], arrays[nid]) for name, nid in plan.grad_copies]
         self.copies += [(store.params[name], arrays[nid]) for name, nid in plan.updates]
         self.arrays = arrays
         self.direct = self._direct_feeds(hidden) if xp is np else []
+
+    def refresh(self, check=None) -> None:
+        """Run the hoisted steps if they never ran or a parameter they read has changed since
+        (`check(out, node)`, if given, sees each result)."""
+        if not self.hoisted:
+            return
+        xp = self.xp
+        mine = all(self.kept.writer.get(k) == self.number for k in self.kept_keys)
+        if check is None and self.snapshot is not None and mine:
+            if all(_same_bits(xp, p, c) for p, c in zip(self.hoist_params, self.snapshot)):
+                return
+        for (kernel, args, kw, out), nid in zip(self.hoisted, self.hoisted_nodes):
+            r = kernel(*args, **kw)
+            if r is not out and r is not None:
+                xp.copyto(out, r)
+            if check is not None:
+                check(out, nid)
+        self.snapshot = [p.copy() for p in self.hoist_params]
+        self.kept.writer.update(dict.fromkeys(self.kept_keys, self.number))
 
     def _direct_feeds(self, hidden: set[int]) -> list[tuple[str, object, list[tuple[int, int]]]]:
         """(name, buffer, [(step, operand)]) of each input that kernels read only as the
@@ -197,6 +283,7 @@ class Executor:
         needed = needed_nodes(graph, roots)
         self.input_names = [n for n, nid in graph.inputs.items() if nid in needed]
         self._bound: dict[tuple, BoundPlan] = {}
+        self._kept = Kept()  # parameter-only values, shared by the plans
 
     # --- plans ----------------------------------------------------------------------------
     def bound(self, feeds: Mapping[str, object], kernels: str | None = None) -> BoundPlan:
@@ -216,7 +303,7 @@ class Executor:
                             kernels=kernels, threads=self.threads)  # fmt: skip
             if len(self._bound) >= MAX_PLANS:  # generation sees many lengths: keep the latest
                 del self._bound[next(iter(self._bound))]
-            bp = self._bound[key] = BoundPlan(plan, self.store, self.xp)
+            bp = self._bound[key] = BoundPlan(plan, self.store, self.xp, self._kept)
         return bp
 
     # --- running --------------------------------------------------------------------------
@@ -244,6 +331,7 @@ class Executor:
         if check:
             self._run_checked(bp)
         else:
+            bp.refresh()
             for kernel, args, kw, out in bp.steps:
                 r = kernel(*args, **kw)
                 if r is not out and r is not None:
@@ -267,12 +355,17 @@ class Executor:
         for name, p in self.params.items():
             if p.dtype.kind == "f" and not bool(xp.isfinite(p).all()):
                 raise AnomalyError(f"parameter {name} contains NaN or Inf")
+
+        def finite(out, nid):
+            if out.dtype.kind == "f" and not bool(xp.isfinite(out).all()):
+                raise anomaly(self.graph, bp.plan.nodes[nid], out, xp)
+
+        bp.refresh(check=finite)  # checked runs compute the hoisted steps too
         for (kernel, args, kw, out), nid in zip(bp.steps, bp.nodes):
             r = kernel(*args, **kw)
             if r is not out and r is not None:
                 xp.copyto(out, r)
-            if out.dtype.kind == "f" and not bool(xp.isfinite(out).all()):
-                raise anomaly(self.graph, bp.plan.nodes[nid], out, xp)
+            finite(out, nid)
 
 
 def anomaly(graph: Graph, node, value, xp=np) -> AnomalyError:

@@ -175,6 +175,7 @@ def explanation(graph, sources: Mapping[str, str] | None = None) -> str:
             lines.append(f"    {os.path.basename(file)}:{line:<5} | {text}")
     lines += _pattern_lines(graph, sources)
     lines += _pack_lines(graph, sources)
+    lines += _project_lines(graph, sources)
     lines += _sink_lines(graph, sources)
     declined = sorted(
         graph.meta.get("fusion_report") or [],
@@ -243,6 +244,21 @@ def _pack_lines(graph, sources: dict[str, str]) -> list[str]:
     for e in left:
         where = format_span(e.get("span")) or "?"
         lines.append(f"  {where}: attention (%{e['node']}) keeps three projections: {e['reason']}")
+    return lines
+
+
+def _project_lines(graph, sources: dict[str, str]) -> list[str]:
+    """The lookups the `project_tables` pass made read a projected table (inference graphs:
+    `graph.meta["project_tables"]`)."""
+    done = graph.meta.get("project_tables") or []
+    if not done:
+        return []
+    lines = ["", f"{len(done)} lookup(s) reading rows of a projected table (computed once)"]
+    for e in done:
+        span = e.get("span")
+        where = f"{os.path.basename(span.file)}:{span.line:<5}" if span is not None else "?"
+        text = _source_line(span.file, span.line, sources) if span is not None else ""
+        lines.append(f"    {where} | {text}  ({e['scope']})")
     return lines
 
 

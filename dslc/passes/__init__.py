@@ -16,6 +16,7 @@ from dslc.passes.fuse import fuse
 from dslc.passes.layer_norm import layer_norm
 from dslc.passes.memory import STORED, estimate_peak, plan_memory
 from dslc.passes.pack_qkv import pack_qkv
+from dslc.passes.project_tables import project_tables
 from dslc.passes.scan_gates import scan_gates
 from dslc.passes.simplify import simplify
 from dslc.passes.sink_slices import sink_slices
@@ -26,6 +27,7 @@ PIPELINE = [
     ("layer_norm", layer_norm),  # mean, var, rsqrt, * gamma + beta -> one node
     ("sink_slices", sink_slices),  # compute only the positions a slice keeps
     ("pack_qkv", pack_qkv),  # attention's q, k, v projections -> one matmul
+    ("project_tables", project_tables),  # inference: gather(T, i) @ W -> gather(T @ W, i)
     ("autodiff", autodiff),  # adds the backward graph when the graph has a loss
     ("simplify", simplify),
     ("constfold", constfold),
@@ -100,6 +102,7 @@ __all__ = [
     "attention",
     "layer_norm",
     "pack_qkv",
+    "project_tables",
     "sink_slices",
     "autodiff",
     "simplify",

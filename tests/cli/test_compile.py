@@ -141,7 +141,7 @@ def test_unknown_pass(fake, model_file, dslc_cli):
     assert "Traceback" not in r.output
     assert r.stderr.startswith(
         "config error: no pass named 'nosuch'; the passes are attention, layer_norm, sink_slices, "
-        "pack_qkv, autodiff"
+        "pack_qkv, project_tables, autodiff"
     )
 
 
@@ -292,3 +292,14 @@ def test_explain_lists_the_packed_projections_and_the_attention_left(dslc_cli):
         r"are projected from different tensors",
         lines[i + 2],
     )
+
+
+def test_explain_lists_the_lookups_of_a_projected_table_in_inference(dslc_cli):
+    path = os.path.join(ROOT, "examples", "lstm_sentiment.nn")
+    r = dslc_cli("compile", path, "--explain", "--mode", "infer")
+    assert r.exit_code == 0, r.output
+    lines = r.stdout.splitlines()
+    i = lines.index("1 lookup(s) reading rows of a projected table (computed once)")
+    assert lines[i + 1].startswith("    lstm_sentiment.nn:") and lines[i + 1].endswith("(lstm)")
+    train = dslc_cli("compile", path, "--explain", "--mode", "train")
+    assert "projected table" not in train.stdout  # training changes the parameters every step

@@ -12,6 +12,7 @@ from runtime_graphs import N, blobs, mlp, train_graph
 
 from dslc.errors import AnomalyError, DataError, Span
 from dslc.ir.builder import Builder
+from dslc.ir.dims import Dim
 from dslc.ir.graph import Graph
 from dslc.ir.types import TensorType
 from dslc.passes.autodiff import autodiff
@@ -312,3 +313,69 @@ def test_a_callers_array_is_read_in_place_where_only_kernels_read_it(view, kerne
     assert [name for name, _, _ in bp.direct] == ([] if view else ["x"])
     with pytest.raises(AnomalyError, match="input `x` contains NaN"):  # checked runs copy
         exe.run({"x": np.full((6, 4), np.nan, np.float32)}, check=True)
+
+
+def _projected_lookup_graph():
+    """y = gather(table @ w, tokens) + b: the projected table depends on parameters only."""
+    g = Graph()
+    b = Builder(g)
+    f32 = lambda *s: TensorType(s, "f32")  # noqa: E731
+    tokens = b.input("tokens", TensorType((Dim.sym("B"), 3), "i64"))
+    proj = b.op("matmul", b.param("table", f32(7, 4)), b.param("w", f32(4, 5)))
+    g.outputs["y"] = b.op("add", b.op("gather", proj, tokens), b.param("b", f32(5)))
+    return g
+
+
+def _projected_lookup_executor(**kw):
+    exe = Executor(_projected_lookup_graph(), **kw)
+    rng = np.random.default_rng(2)
+    for p in exe.store.params.values():
+        p[...] = rng.standard_normal(p.shape)
+    return exe
+
+
+def _want(exe, tokens):
+    p = exe.store.params
+    return (p["table"] @ p["w"])[tokens] + p["b"]
+
+
+@pytest.mark.parametrize("kernels", ["numpy", "numba"])
+def test_parameter_only_steps_run_again_only_when_a_parameter_changes(kernels):
+    if kernels == "numba":
+        pytest.importorskip("numba")
+    exe = _projected_lookup_executor(kernels=kernels)
+    tokens = np.random.default_rng(0).integers(0, 7, size=(2, 3))
+    np.testing.assert_allclose(exe.run({"tokens": tokens})["y"], _want(exe, tokens), rtol=1e-6)
+    bp = exe.bound({"tokens": tokens})
+    assert [exe.graph.data(n)["op"] for n in bp.hoisted_nodes] == ["matmul"]
+    first = bp.snapshot
+    exe.run({"tokens": tokens})
+    assert bp.snapshot is first  # the parameters did not change: the table was kept
+    exe.store.params["w"][1, 2] += 1.0  # written in place, as an optimizer or a user would
+    np.testing.assert_allclose(exe.run({"tokens": tokens})["y"], _want(exe, tokens), rtol=1e-6)
+    assert bp.snapshot is not first
+    exe.store.params["table"][...] = np.nan  # NaN bits equal themselves: computed once more
+    exe.run({"tokens": tokens})
+    nan = bp.snapshot
+    exe.run({"tokens": tokens})
+    assert bp.snapshot is nan
+
+
+def test_plans_of_other_shapes_share_a_table_and_trust_only_what_they_wrote():
+    exe = _projected_lookup_executor()
+    rng = np.random.default_rng(1)
+    two, three = rng.integers(0, 7, size=(2, 3)), rng.integers(0, 7, size=(3, 3))
+    w0 = exe.store.params["w"].copy()
+    exe.run({"tokens": two})
+    exe.store.params["w"][...] = w0 * 2
+    np.testing.assert_allclose(exe.run({"tokens": three})["y"], _want(exe, three), rtol=1e-6)
+    a, b = exe.bound({"tokens": two}), exe.bound({"tokens": three})
+    assert a is not b and a.hoisted[0][3] is b.hoisted[0][3]  # one buffer for the table
+    exe.store.params["w"][...] = w0  # back to the bits plan `a` last computed from
+    np.testing.assert_allclose(exe.run({"tokens": two})["y"], _want(exe, two), rtol=1e-6)
+
+
+def test_nothing_is_hoisted_in_a_training_plan():
+    exe = Executor(train_graph())
+    bp = exe.bound(blobs(8))
+    assert bp.hoisted == [] and bp.hoist_params == []
