@@ -226,6 +226,14 @@ def _pattern_lines(graph, sources: dict[str, str]) -> list[str]:
     return lines
 
 
+def _source_row(entry: dict, sources: dict[str, str]) -> str:
+    """`    file.nn:line | source text  (scope)` of a pass report entry."""
+    span = entry.get("span")
+    where = f"{os.path.basename(span.file)}:{span.line:<5}" if span is not None else "?"
+    text = _source_line(span.file, span.line, sources) if span is not None else ""
+    return f"    {where} | {text}  ({entry['scope']})"
+
+
 def _pack_lines(graph, sources: dict[str, str]) -> list[str]:
     """The attentions whose q, k and v projections the `pack_qkv` pass made one matmul, and
     those it left, with why (`graph.meta["pack_qkv"]`, `["pack_qkv_report"]`)."""
@@ -236,11 +244,7 @@ def _pack_lines(graph, sources: dict[str, str]) -> list[str]:
     if not packed and not left:
         return []
     lines = ["", f"{len(packed)} attention(s) with q, k and v projected by one matmul"]
-    for e in packed:
-        span = e.get("span")
-        where = f"{os.path.basename(span.file)}:{span.line:<5}" if span is not None else "?"
-        text = _source_line(span.file, span.line, sources) if span is not None else ""
-        lines.append(f"    {where} | {text}  ({e['scope']})")
+    lines += [_source_row(e, sources) for e in packed]
     for e in left:
         where = format_span(e.get("span")) or "?"
         lines.append(f"  {where}: attention (%{e['node']}) keeps three projections: {e['reason']}")
@@ -254,11 +258,7 @@ def _project_lines(graph, sources: dict[str, str]) -> list[str]:
     if not done:
         return []
     lines = ["", f"{len(done)} lookup(s) reading rows of a projected table (computed once)"]
-    for e in done:
-        span = e.get("span")
-        where = f"{os.path.basename(span.file)}:{span.line:<5}" if span is not None else "?"
-        text = _source_line(span.file, span.line, sources) if span is not None else ""
-        lines.append(f"    {where} | {text}  ({e['scope']})")
+    lines += [_source_row(e, sources) for e in done]
     return lines
 
 
