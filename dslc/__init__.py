@@ -14,3 +14,13 @@ __version__ = "0.1.0"
 # docs/benchmarks.md). OpenBLAS reads it when NumPy loads it, so it applies when dslc is
 # imported first; a value already set is kept.
 _os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "18")
+
+# NumPy asks the kernel for transparent huge pages on every array of 4 MB or more. The
+# kernel's background collapser (khugepaged, every 10 s) then turns 2 MB ranges of such
+# memory into huge pages even where most of the range was never touched, so a process's
+# resident memory grows by up to 2 MB at a time while it runs the same step over the same
+# buffers (lstm_cls training: +1-2 MB over 15 s of steps; +0.01 MB without the advice).
+# A step's buffers are planned and allocated once, and measured with and without huge pages
+# the steps run at the same speed, so dslc asks NumPy not to give the advice. NumPy reads it
+# when it is imported: it applies when dslc is imported first; a value already set is kept.
+_os.environ.setdefault("NUMPY_MADVISE_HUGEPAGE", "0")
