@@ -172,10 +172,10 @@ def _recomputable(g: Graph, p: int, kind, root_names) -> bool:
     if kind[p] not in ("elementwise", "broadcast") or p in root_names:
         return False
     users = g.users(p)
-    if len(users) < 2 or any(kind.get(u) not in FUSABLE for u in users):
+    if len(users) < 2 or any(kind[u] not in FUSABLE for u in users):
         return False
     full = [i for i in d["inputs"] if g.data(i)["type"].shape == d["type"].shape]
-    return len(full) <= 1 and all(kind.get(i) not in FUSABLE for i in d["inputs"])
+    return len(full) <= 1 and all(kind[i] not in FUSABLE for i in d["inputs"])
 
 
 def _settle_recomputed(g: Graph, groups: list[Group], cheap: set[int], report: list[dict]):
@@ -194,16 +194,15 @@ def _settle_recomputed(g: Graph, groups: list[Group], cheap: set[int], report: l
         if outside:
             for grp in grps:
                 grp.members.discard(p)
-                report.append(_entry(g, grp, p, _also_used(g, p, outside or g.users(p), grp)))
+                report.append(_entry(g, grp, p, _also_used(g, outside[0])))
         else:
             gone.add(p)
     groups = [grp for grp in groups if not (grp.root in gone and len(grp.members) == 1)]
     return groups, report
 
 
-def _also_used(g: Graph, p: int, users: list[int], grp: Group) -> str:
-    other = [u for u in users if u not in grp.members] or users
-    return f"its value is also used by `{g.data(other[0])['op']}` outside the group"
+def _also_used(g: Graph, user: int) -> str:
+    return f"its value is also used by `{g.data(user)['op']}` outside the group"
 
 
 def _refusal(g, grp: Group, p: int, kind, group_of, root_names, recompute=False) -> str | None:
@@ -229,7 +228,7 @@ def _refusal(g, grp: Group, p: int, kind, group_of, root_names, recompute=False)
         return f"its value is read outside the graph ({root_names[p]})"
     outside = [u for u in g.users(p) if u not in grp.members]
     if outside and not recompute:
-        return _also_used(g, p, outside, grp)
+        return _also_used(g, outside[0])
     shape = d["type"].shape
     if k == "reduction":
         in_shape = g.data(d["inputs"][0])["type"].shape

@@ -153,7 +153,11 @@ def _parts(g: Graph, nid: int, axis: int) -> list[int]:
     """The operand of a piece, or the operands of the `concat` along `axis` it is (when the
     piece is its only reader)."""
     d = g.data(nid)
-    if d["op"] == "concat" and d["attrs"]["axis"] % d["type"].rank == axis and g.sole_user(nid):
+    if (
+        d["op"] == "concat"
+        and d["attrs"]["axis"] % d["type"].rank == axis
+        and g.sole_user(nid) is not None
+    ):
         return list(d["inputs"])
     return [nid]
 
